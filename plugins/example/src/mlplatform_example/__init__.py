@@ -1,0 +1,1 @@
+"""An example mlplatform plugin: one component kind, one job, two config groups."""

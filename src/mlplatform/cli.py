@@ -1,0 +1,112 @@
+"""The command line: `python -m mlplatform job=...` and the `mlplatform` console script.
+
+Plugins load first, their config groups are handed to Hydra, then Hydra composes the job and
+this module dispatches it through the registry. Bad input (an MLPlatformError, or a Hydra
+composition error) prints a message and exits with status 2; `--verbose`, `hydra.verbose=true` or
+MLPLATFORM_VERBOSE=1 keep the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import Any
+
+from .errors import ConfigError, MLPlatformError
+
+log = logging.getLogger("mlplatform")
+
+EXIT_BAD_INPUT = 2
+_crashed = False
+
+
+def _verbose(cfg: Any = None) -> bool:
+    if os.environ.get("MLPLATFORM_VERBOSE", "").strip().lower() in {"1", "true", "yes"}:
+        return True
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return bool(HydraConfig.get().verbose)
+    except (ImportError, ValueError):
+        return False
+
+
+def _report(exc: MLPlatformError) -> None:
+    print(f"mlplatform: error: {exc.problem}", file=sys.stderr)
+    if exc.fix:
+        print(f"  fix: {exc.fix}", file=sys.stderr)
+
+
+def run_job(cfg: Any) -> Any:
+    """Check the composed config, then run the job it selects."""
+    from omegaconf import OmegaConf
+
+    from .plugins import get_registry
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"missing required option(s): {', '.join(missing)}",
+            " ".join(f"{key}=VALUE" for key in missing) + " on the command line",
+        )
+    job_cfg = cfg.get("job")
+    if job_cfg is None or not job_cfg.get("name"):
+        raise ConfigError("the config selects no job", "pass job=NAME (e.g. job=plugins)")
+    job = get_registry().job(job_cfg.name)
+    return job.run(cfg)
+
+
+def _task(cfg: Any) -> Any:
+    global _crashed
+    try:
+        return run_job(cfg)
+    except MLPlatformError as exc:
+        if _verbose(cfg):
+            raise
+        _report(exc)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception:
+        _crashed = True
+        raise
+
+
+def _pop_verbose_flag(argv: list[str]) -> bool:
+    if "--verbose" in argv:
+        argv.remove("--verbose")
+        return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    import hydra
+
+    from .config import PRIMARY_CONFIG_NAME, check_choices, store_primary_config
+    from .plugins import get_host
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if _pop_verbose_flag(args):
+        os.environ["MLPLATFORM_VERBOSE"] = "1"
+    try:
+        host = get_host()
+        check_choices(args, host)
+        store_primary_config(host)
+    except MLPlatformError as exc:
+        if _verbose():
+            raise
+        _report(exc)
+        sys.exit(EXIT_BAD_INPUT)
+
+    entry = hydra.main(version_base="1.3", config_path="conf", config_name=PRIMARY_CONFIG_NAME)(_task)
+    sys.argv = [sys.argv[0], *args]
+    try:
+        entry()
+    except SystemExit as exc:
+        # Hydra reports composition errors (bad override, unknown option) with status 1.
+        if exc.code == 1 and not _crashed:
+            sys.exit(EXIT_BAD_INPUT)
+        raise
+    except Exception:  # pragma: no cover - HYDRA_FULL_ERROR re-raises
+        traceback.print_exc()
+        sys.exit(1)
