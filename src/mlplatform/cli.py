@@ -82,7 +82,13 @@ def _pop_verbose_flag(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     import hydra
 
-    from .config import PRIMARY_CONFIG_NAME, check_choices, store_primary_config
+    from .config import (
+        PRIMARY_CONFIG_NAME,
+        check_choices,
+        check_override_syntax,
+        register_search_path,
+        store_primary_config,
+    )
     from .plugins import get_host
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -90,8 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["MLPLATFORM_VERBOSE"] = "1"
     try:
         host = get_host()
+        check_override_syntax(args)
         check_choices(args, host)
         store_primary_config(host)
+        register_search_path(host)
     except MLPlatformError as exc:
         if _verbose():
             raise

@@ -1,8 +1,9 @@
 """Hydra composition: the primary config and the config groups plugins ship.
 
-The primary config is stored in Hydra's ConfigStore before Hydra starts; it puts every plugin's
-config package on Hydra's search path as `pkg://...`, which works for editable and regular
-(wheel) installs alike and does not depend on the `hydra_plugins` namespace scan.
+The primary config is stored in Hydra's ConfigStore before Hydra starts, and every plugin's config
+package joins Hydra's search path as `pkg://...` through a search-path plugin registered by hand
+(`Plugins.instance().register`). That works for editable and regular (wheel) installs alike, shows
+in `--help`, and does not depend on the `hydra_plugins` namespace scan.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import re
 from importlib import resources
 from typing import Any
 
-from .errors import UnknownNameError
-from .jobs import STANDARD_JOBS, is_missing_job
+from .errors import ConfigError, UnknownNameError
+from .jobs import is_missing_job
 from .plugins import PluginHost
 from .registry import closest
 
@@ -42,22 +43,17 @@ def store_primary_config(host: PluginHost) -> None:
         "device": "auto",
         "dtype": "float32",
         "seed": 0,
-        "hydra": {
-            "searchpath": [
-                f"pkg://{package}"
-                for package in _config_packages(host)
-                if package != CORE_CONFIG_PACKAGE
-            ]
-        },
+        "hydra": {"help": {"app_name": "mlplatform"}},
     }
     store.store(name=PRIMARY_CONFIG_NAME, node=node)
-    for name in STANDARD_JOBS:
-        if is_missing_job(host.registry.job(name)):
+    # a registered job whose plugin ships no job/<name>.yaml is still selectable with job=<name>
+    packaged = _packaged_choices(host).get("job", set())
+    for name in host.registry.names("job"):
+        if name not in packaged:
             store.store(group="job", name=name, node={"name": name})
 
 
-def available_choices(host: PluginHost) -> dict[str, set[str]]:
-    """Config group -> option names, from every plugin's config package."""
+def _packaged_choices(host: PluginHost) -> dict[str, set[str]]:
     choices: dict[str, set[str]] = {}
     for package in _config_packages(host):
         try:
@@ -68,15 +64,76 @@ def available_choices(host: PluginHost) -> dict[str, set[str]]:
             if group.is_dir() and not group.name.startswith(("_", ".")):
                 names = {f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml")}
                 choices.setdefault(group.name, set()).update(names)
-    for name in STANDARD_JOBS:
-        choices.setdefault("job", set()).add(name)
     return choices
+
+
+def register_search_path(host: PluginHost) -> None:
+    """Put each plugin's config package on Hydra's search path, after the core's own."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    entries = [
+        (f"mlplatform plugin {source}", f"pkg://{package}")
+        for source, package in host.registry.config_packages
+        if package != CORE_CONFIG_PACKAGE
+    ]
+
+    class MLPlatformSearchPath(SearchPathPlugin):
+        def manipulate_search_path(self, search_path) -> None:
+            for provider, path in entries:
+                search_path.append(provider=provider, path=path)
+
+    Plugins.instance().register(MLPlatformSearchPath)
+
+
+def available_choices(host: PluginHost) -> dict[str, set[str]]:
+    """Config group -> option names: every plugin's config package plus every registered job."""
+    choices = _packaged_choices(host)
+    choices.setdefault("job", set()).update(host.registry.names("job"))
+    return choices
+
+
+# Hydra flags that take the next argument as their value
+_FLAGS_WITH_VALUE = {
+    "--cfg", "-c", "--info", "-i", "--package", "-p", "--config-path", "-cp",
+    "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--shell-completion",
+}
+
+
+def override_args(args: list[str]) -> list[str]:
+    """The `key=value` overrides among the command-line arguments (flags and their values skipped)."""
+    overrides, skip_next = [], False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip_next = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides
+
+
+def check_override_syntax(args: list[str]) -> None:
+    """Name the malformed override and show how to quote it, instead of a bare parser message."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for arg in override_args(args):
+        try:
+            parser.parse_overrides([arg])
+        except HydraException as exc:
+            raise ConfigError(
+                f"malformed override {arg!r}: {str(exc).splitlines()[0]}",
+                "write overrides as key=value; quote values with brackets, commas or spaces, "
+                "e.g. 'key=\"a,b\"' (see https://hydra.cc/docs/advanced/override_grammar/basic/)",
+            ) from exc
 
 
 def check_choices(args: list[str], host: PluginHost) -> None:
     """Answer `group=unknown` with the known options and the closest match, before Hydra runs."""
     choices = available_choices(host)
-    for arg in args:
+    for arg in override_args(args):
         match = _SIMPLE_CHOICE.match(arg)
         if not match or match["group"] not in choices:
             continue

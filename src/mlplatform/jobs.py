@@ -71,9 +71,8 @@ def run_plugins_job(cfg: Any) -> list[dict[str, Any]]:
 
     host = get_host()
     rows = [describe(record) for record in host.records]
-    print(format_plugin_table(rows))
-    if cfg is not None and cfg.get("job", {}).get("json"):
-        print(json.dumps(rows, indent=2))
+    as_json = cfg is not None and cfg.get("job", {}).get("json")
+    print(json.dumps(rows, indent=2) if as_json else format_plugin_table(rows))
     return rows
 
 
