@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_distribution
+from mlplatform.testing import make_distribution
 
 GOOD_PLUGIN = """
 from mlplatform import hookimpl
