@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_package_name_does_not_shadow_the_standard_library():
@@ -14,9 +15,7 @@ def test_import_mlplatform_stays_light():
 
 
 def test_console_script_and_module_do_the_same(cli, tmp_path):
-    import shutil
-
-    script = shutil.which("mlplatform") or str((__import__("pathlib").Path(sys.executable).parent / "mlplatform"))
+    script = Path(sys.executable).parent / "mlplatform"  # the console script of this environment
     via_script = subprocess.run([script, "job=plugins"], cwd=tmp_path, capture_output=True, text=True)
     via_module = cli("job=plugins")
     assert via_script.returncode == via_module.returncode == 0

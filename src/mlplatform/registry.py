@@ -63,7 +63,7 @@ class Registry:
             raise PluginError(
                 f"{KINDS.get(entry.kind, entry.kind)} name {entry.name!r} is registered by both "
                 f"{existing.source!r} and {entry.source!r}",
-                f"uninstall one of them, or disable one with MLPLATFORM_DISABLE_PLUGINS",
+                "uninstall one of them, or disable one with MLPLATFORM_DISABLE_PLUGINS",
             )
         self.entries.setdefault(entry.kind, {})[entry.name] = entry
 

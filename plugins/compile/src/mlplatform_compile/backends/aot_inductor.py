@@ -1,0 +1,103 @@
+"""AOTInductor: torch.export with dynamic shapes from the build ranges, compiled ahead of time
+into a self-contained `.pt2` package that reloads without the model's Python class.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mlplatform.errors import ArtifactError, ConfigError
+
+from ..specs import export_dynamic_shapes
+from .base import COMPILE_COUNT, Backend, CompileRequest
+from .inductor import use_cache_dir
+
+log = logging.getLogger(__name__)
+PACKAGE_NAME = "model.pt2"
+
+
+class AOTInductorBackend(Backend):
+    name = "aot_inductor"
+    description = (
+        "torch.export + AOTInductor, packaged as a .pt2 that loads without Python model code"
+    )
+    self_contained = True
+
+    def __init__(
+        self,
+        freezing: bool = True,
+        max_autotune: bool = False,
+        inductor_configs: dict | None = None,
+        **options,
+    ):
+        super().__init__(
+            freezing=bool(freezing),
+            max_autotune=bool(max_autotune),
+            inductor_configs=dict(inductor_configs or {}),
+            **options,
+        )
+
+    def inductor_configs(self) -> dict:
+        configs = {
+            "freezing": self.options["freezing"],
+            "max_autotune": self.options["max_autotune"],
+        }
+        configs.update(self.options["inductor_configs"])
+        return configs
+
+    def export(self, request: CompileRequest):
+        import torch
+
+        by_name = export_dynamic_shapes(request.specs)
+        # the wrapped forward takes `*inputs`, so the spec is one tuple for that varargs parameter
+        dynamic = (tuple(by_name[spec.name] for spec in request.specs),)
+        try:
+            with torch.no_grad():
+                return torch.export.export(
+                    request.module, request.example_inputs, dynamic_shapes=dynamic, strict=False
+                )
+        except Exception as exc:  # torch raises several classes for constraint violations
+            name = type(exc).__name__
+            if "Constraint" in name or "Guard" in name or "specializ" in str(exc).lower():
+                raise ConfigError(
+                    f"torch.export cannot keep the requested dynamic ranges for this model: {exc}",
+                    "narrow build_kwargs (the message above names the range torch can support), "
+                    "or make the dimension static",
+                ) from exc
+            raise
+
+    def compile(self, request: CompileRequest):
+        import torch
+
+        COMPILE_COUNT["n"] += 1
+        use_cache_dir(request.cache_dir)
+        program = self.export(request)
+        log.info("exported graph; range constraints: %s", program.range_constraints)
+        package = request.staging_dir / PACKAGE_NAME
+        # inductor applies freezing (prepacked, fused oneDNN kernels) only with grad disabled
+        with torch.no_grad():
+            torch._inductor.aoti_compile_and_package(
+                program, package_path=str(package), inductor_configs=self.inductor_configs()
+            )
+        # verify what the user will load, not the in-memory program
+        return self._load_package(package, request.device)
+
+    def _load_package(self, package: Path, device):
+        import torch
+
+        index = (
+            device.index
+            if getattr(device, "type", "cpu") == "cuda" and device.index is not None
+            else -1
+        )
+        try:
+            return torch._inductor.aoti_load_package(str(package), device_index=index)
+        except Exception as exc:
+            raise ArtifactError(
+                f"AOTInductor could not load {package}: {type(exc).__name__}: {exc}",
+                "rebuild the artifact with this torch version (job.force=true)",
+            ) from exc
+
+    def load(self, artifact_dir, manifest, device, rebuild):
+        return self._load_package(Path(artifact_dir) / PACKAGE_NAME, device)

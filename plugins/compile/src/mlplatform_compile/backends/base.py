@@ -1,0 +1,64 @@
+"""What a compile backend does: turn a module with named tensor inputs into a callable, write what
+it needs into the artifact directory, and load it back later."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..specs import InputSpec
+
+# counts real compilations in this process; tests use it to prove a cached build did not recompile
+COMPILE_COUNT = {"n": 0}
+
+# a compiled callable takes the inputs positionally (in InputSpec order) and returns a tuple
+Runner = Callable[..., Sequence[Any]]
+
+
+@dataclass
+class CompileRequest:
+    """Everything a backend needs: the module, its inputs and where to write files."""
+
+    module: Any  # torch.nn.Module whose forward takes the inputs positionally, returns a tuple
+    specs: list[InputSpec]
+    example_inputs: tuple[Any, ...]
+    device: Any
+    dtype: str
+    staging_dir: Path  # files written here become the artifact
+    cache_dir: Path  # shared, persistent compiler cache (e.g. inductor's)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    """Base class. Options come from the backend's config group (backend/NAME.yaml)."""
+
+    name = "base"
+    description = ""
+    # True when the artifact runs without the model's Python class (AOTInductor, AITemplate)
+    self_contained = False
+
+    def __init__(self, **options: Any):
+        self.options = dict(options)
+
+    def version(self) -> str:
+        import torch
+
+        return torch.__version__
+
+    def key(self) -> dict[str, Any]:
+        """What about this backend changes the artifact (goes into the artifact hash)."""
+        return {"name": self.name, "version": self.version(), "options": self.options}
+
+    def check_available(self, device: Any) -> None:
+        """Raise an MLPlatformError saying what is missing when this backend cannot run here."""
+
+    def compile(self, request: CompileRequest) -> Runner:
+        raise NotImplementedError
+
+    def load(
+        self, artifact_dir: Path, manifest: dict[str, Any], device: Any, rebuild: Callable[[], Any]
+    ) -> Runner:
+        """Load a saved artifact. `rebuild()` returns the eager module for backends that need it."""
+        raise NotImplementedError

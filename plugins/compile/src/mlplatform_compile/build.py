@@ -1,0 +1,625 @@
+"""The `Build` base class (DinoML vocabulary) and the build pipeline.
+
+A builder subclass declares what to build: `model_name` (a format string for the readable part of
+the artifact name), `model_type`, `model_forward`, `model_output_names`, `map_function` and
+`map_function_skip_keys`, plus how to load the model and describe its inputs. Calling a builder
+runs: resolve source -> load eager model -> name the artifact -> reuse it if a valid one exists ->
+compile -> verify against eager across the dynamic range -> time -> write artifact + manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlplatform.errors import ArtifactError, ConfigError, MLPlatformError
+
+from . import model_source, naming, parity
+from .progress import Phases
+from .specs import InputSpec, ShapeSet, all_dims, concrete_shape, specs_to_json, verification_sets
+
+log = logging.getLogger("mlplatform_compile.build")
+ARTIFACT_KIND = "mlplatform_compile.artifact"
+
+
+def default_cache_dir() -> Path:
+    """$MLPLATFORM_COMPILE_CACHE, else $XDG_CACHE_HOME/mlplatform/compile (~/.cache/...)."""
+    env = os.environ.get("MLPLATFORM_COMPILE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mlplatform" / "compile"
+
+
+def weights_fingerprint(state_dict: Mapping[str, Any]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of every tensor: what the artifact bakes in."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():
+            digest.update(tensor.view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+class ForwardModule:
+    """Factory for the nn.Module every backend compiles: `forward(*inputs) -> tuple` in output order."""
+
+    @staticmethod
+    def wrap(builder: Build, model):
+        import torch
+
+        class _Forward(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, *inputs):
+                return builder.run_forward(self.model, *inputs)
+
+        return _Forward().eval()
+
+
+class NamedModule:
+    """Named inputs in, named outputs out, around a positional runner (eager or compiled)."""
+
+    def __init__(self, runner, specs: Sequence[InputSpec], output_names: Sequence[str]):
+        self.runner = runner
+        self.specs = list(specs)
+        self.input_names = [s.name for s in self.specs]
+        self.output_names = list(output_names)
+
+    def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named):
+        import torch
+
+        given = {**(inputs or {}), **named}
+        args = [given[name] for name in self.input_names]
+        with torch.no_grad():
+            outputs = self.runner(*args)
+        return dict(zip(self.output_names, outputs, strict=False))
+
+
+@dataclass
+class BuildResult:
+    """What a build returns: where the artifact is, what it measured, and callables to run."""
+
+    name: str
+    artifact_dir: Path
+    manifest: dict[str, Any]
+    module: Any  # loader.CompiledModule: named inputs -> named outputs, inputs checked
+    builder: Build
+    cached: bool
+    eager: Any = None  # NamedModule around the eager model (loaded lazily)
+
+    @property
+    def eager_module(self):
+        if self.eager is None:
+            self.eager = NamedModule(
+                ForwardModule.wrap(self.builder, self.builder.load_eager()),
+                self.builder.specs(),
+                self.builder.model_output_names,
+            )
+        return self.eager
+
+    @property
+    def random_weights(self) -> bool:
+        return bool(self.manifest["model_source"].get("random_weights"))
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.manifest.get("parity", {})
+
+    @property
+    def latency(self) -> dict[str, Any]:
+        return self.manifest.get("latency", {})
+
+    def example_inputs(
+        self, shape: str | Mapping[str, int] = "example", seed: int = 0
+    ) -> dict[str, Any]:
+        """Named example inputs; `shape` is 'min', 'max', 'non_square', 'example' or {dim: size}."""
+        return self.builder.example_inputs(shape, seed=seed)
+
+
+class Build:
+    """Base class for builders. Subclasses set the class attributes and the loading hooks."""
+
+    # registry name, set by the subclass (e.g. "vae_decode")
+    name = ""
+    # DinoML vocabulary
+    model_name = "{model_type}.{label}.b{batch}.r{resolution}.{dtype}.{device_tag}"
+    model_type = ""
+    model_forward = "forward"
+    model_output_names: tuple[str, ...] = ("output",)
+    map_function_skip_keys: tuple[str, ...] = ()
+    # build_kwargs used when the user gives none
+    default_build_kwargs: dict[str, Any] = {}
+    config_file: str | None = "config.json"
+
+    def __init__(
+        self,
+        hf_hub: str,
+        label: str = "",
+        dtype: str = "float32",
+        device: str = "auto",
+        build_kwargs: Mapping[str, Any] | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        backend: Any = "aot_inductor",
+        *,
+        backend_options: Mapping[str, Any] | None = None,
+        random_weights: bool = False,
+        seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        force: bool = False,
+        verify: bool = True,
+        tolerance: float | None = None,
+        benchmark_runs: int = 3,
+    ):
+        from mlplatform.device import resolve_device, resolve_dtype
+
+        self.hf_hub = str(hf_hub)
+        self.label = label or ""
+        self.device = resolve_device(device)
+        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.dtype = str(self.torch_dtype).removeprefix("torch.")
+        unknown = set(build_kwargs or {}) - set(self.default_build_kwargs)
+        if unknown:
+            raise ConfigError(
+                f"builder {self.name!r} got unknown build_kwargs {sorted(unknown)}",
+                f"it accepts: {', '.join(sorted(self.default_build_kwargs)) or 'none'}",
+            )
+        self.build_kwargs = {**self.default_build_kwargs, **dict(build_kwargs or {})}
+        self.model_kwargs = {k: v for k, v in dict(model_kwargs or {}).items() if v is not None}
+        self.backend = _make_backend(backend, backend_options)
+        self.random_weights = bool(random_weights)
+        self.seed = int(seed)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.force = bool(force)
+        self.verify = bool(verify)
+        self.tolerance = parity.tolerance_for(self.dtype, tolerance)
+        self.benchmark_runs = int(benchmark_runs)
+        self._source: model_source.ModelSource | None = None
+        self._eager = None
+
+    # ---- what a subclass provides -------------------------------------------------------
+
+    def instantiate(self, config: dict[str, Any]):
+        """A model with freshly initialised (random) weights from `config`."""
+        raise NotImplementedError
+
+    def from_pretrained(self, directory: Path):
+        """The trained model saved in `directory`."""
+        raise NotImplementedError
+
+    def input_specs(self, config: dict[str, Any]) -> list[InputSpec]:
+        """The named inputs with their ranges, from `self.build_kwargs` and the model config."""
+        raise NotImplementedError
+
+    def map_function(self, key: str, tensor):
+        """Map one weight to what the compiled module holds (here: cast floats to the build dtype).
+        Return None to drop it, or (new_key, tensor) to rename it."""
+        return tensor.to(self.torch_dtype) if tensor.is_floating_point() else tensor
+
+    def run_forward(self, model, *inputs) -> tuple:
+        """Call `model_forward` and return the outputs as a tuple in `model_output_names` order."""
+        out = getattr(model, self.model_forward)(*inputs)
+        if isinstance(out, (tuple, list)):
+            return tuple(out[: len(self.model_output_names)])
+        return (out,)
+
+    def prepare(self, model):
+        """Hook to switch off features that break tracing (tiling, slicing)."""
+        return model
+
+    # ---- source, model, weights ---------------------------------------------------------
+
+    def source(self) -> model_source.ModelSource:
+        if self._source is None:
+            self._source = model_source.resolve(
+                self.hf_hub,
+                random_weights=self.random_weights,
+                seed=self.seed,
+                subfolder=self.model_kwargs.get("subfolder"),
+                revision=self.model_kwargs.get("revision"),
+                config_file=self.config_file,
+            )
+        return self._source
+
+    def config(self) -> dict[str, Any]:
+        return self.source().config
+
+    def specs(self) -> list[InputSpec]:
+        return self.input_specs(self.config())
+
+    def map_weights(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """Drop `map_function_skip_keys` prefixes, then apply `map_function` to the rest."""
+        mapped: dict[str, Any] = {}
+        for key, tensor in state_dict.items():
+            if any(key.startswith(prefix) for prefix in self.map_function_skip_keys):
+                continue
+            result = self.map_function(key, tensor)
+            if result is None:
+                continue
+            if isinstance(result, tuple):
+                key, result = result
+            mapped[key] = result
+        return mapped
+
+    def prune(self, model):
+        """Remove the submodules named by skip keys so their weights are not compiled in."""
+        for prefix in self.map_function_skip_keys:
+            path = prefix.rstrip(".")
+            parent_path, _, attr = path.rpartition(".")
+            try:
+                parent = model.get_submodule(parent_path) if parent_path else model
+            except AttributeError:
+                continue
+            import torch
+
+            if isinstance(getattr(parent, attr, None), torch.nn.Module):
+                setattr(parent, attr, None)
+        return model
+
+    def load_eager(self):
+        """The eager model on the build device and dtype, pruned and with mapped weights."""
+        if self._eager is not None:
+            return self._eager
+        import torch
+
+        source = self.source()
+        if source.random_weights:
+            torch.manual_seed(source.seed)
+            model = self.instantiate(source.config)
+        else:
+            model = self.from_pretrained(source.directory)
+        model = self.prepare(model.eval().requires_grad_(False))
+        mapped = self.map_weights(model.state_dict())
+        model = self.prune(model)
+        first = next(iter(model.parameters()), None)
+        if first is not None and first.dtype != self.torch_dtype:
+            model = model.to(dtype=self.torch_dtype)
+        model = model.to(device=self.device)
+        missing, unexpected = model.load_state_dict(mapped, strict=False)
+        if unexpected or missing:
+            raise MLPlatformError(
+                f"builder {self.name!r}: map_function produced weights that do not fit the pruned "
+                f"model (missing {missing[:5]}, unexpected {unexpected[:5]})",
+                "fix the builder's map_function / map_function_skip_keys",
+            )
+        self._weights_fingerprint = weights_fingerprint(mapped)
+        self._eager = model
+        return model
+
+    def weights_fingerprint(self) -> str:
+        self.load_eager()
+        return self._weights_fingerprint
+
+    def forward_module(self):
+        return ForwardModule.wrap(self, self.load_eager())
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def sizes_for(self, shape: str | Mapping[str, int]) -> dict[str, int]:
+        specs = self.specs()
+        if isinstance(shape, Mapping):
+            dims = all_dims(specs)
+            sizes = {n: d.min for n, d in dims.items()}
+            sizes.update(shape)
+            return sizes
+        for shape_set in verification_sets(specs):
+            if shape_set.label == shape:
+                return shape_set.sizes
+        raise ConfigError(
+            f"unknown shape {shape!r}", "use min, max, non_square, example or {dim: size}"
+        )
+
+    def make_inputs(self, sizes: Mapping[str, int], seed: int = 0) -> tuple:
+        """Positional example inputs (random) at the given sizes."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        inputs = []
+        for spec in self.specs():
+            shape = concrete_shape(spec, sizes)
+            if spec.dtype == "long":
+                tensor = torch.randint(spec.low, spec.high, shape, generator=generator)
+            elif spec.dtype == "float_uniform":
+                tensor = torch.rand(shape, generator=generator) * (spec.high - spec.low) + spec.low
+                tensor = tensor.to(self.torch_dtype)
+            else:
+                tensor = torch.randn(shape, generator=generator).to(self.torch_dtype)
+            inputs.append(tensor.to(self.device))
+        return tuple(inputs)
+
+    def example_inputs(
+        self, shape: str | Mapping[str, int] = "example", seed: int = 0
+    ) -> dict[str, Any]:
+        inputs = self.make_inputs(self.sizes_for(shape), seed)
+        return dict(zip((s.name for s in self.specs()), inputs, strict=True))
+
+    # ---- naming ------------------------------------------------------------------------
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Ranges for the readable name: batch and resolution in the user's units (pixels)."""
+        out: dict[str, tuple[int, int]] = {}
+        for key in ("batch_size", "resolution", "sequence_length"):
+            if key in self.build_kwargs:
+                from .specs import as_range
+
+                out[{"batch_size": "batch"}.get(key, key)] = as_range(self.build_kwargs[key], key)
+        return out
+
+    def artifact_key(self) -> dict[str, Any]:
+        """Everything that changes the compiled artifact; its hash is part of the name."""
+        import torch
+
+        from mlplatform.device import device_fingerprint
+
+        fp = device_fingerprint(self.device)
+        return {
+            "builder": self.name,
+            "model_type": self.model_type,
+            "model_forward": self.model_forward,
+            "backend": self.backend.key(),
+            "torch": torch.__version__,
+            "dtype": self.dtype,
+            "device": {"kind": fp["kind"], "capability": fp["capability"]},
+            "inputs": specs_to_json(self.specs()),
+            "config": model_source.config_for_key(self.config()),
+            "weights": self.weights_fingerprint(),
+            "skip_keys": list(self.map_function_skip_keys),
+        }
+
+    def artifact_name(self, digest: str) -> str:
+        from mlplatform.device import device_fingerprint
+
+        fields = naming.name_fields(
+            device_fingerprint(self.device), self.dtype, self.label, self.model_type, self.ranges()
+        )
+        return naming.artifact_name(
+            self.model_name, fields, self.backend.name, digest, self.source().random_weights
+        )
+
+    # ---- the build -----------------------------------------------------------------------
+
+    def __call__(self) -> BuildResult:
+        return run_build(self)
+
+
+def _make_backend(backend: Any, options: Mapping[str, Any] | None):
+    from .backends.base import Backend
+
+    if isinstance(backend, Backend):
+        if options:
+            raise ConfigError(
+                "backend options given with a backend instance", "pass one or the other"
+            )
+        return backend
+    from mlplatform.plugins import get_registry
+
+    cls = get_registry().get("backend", str(backend))
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as exc:
+        raise ConfigError(
+            f"bad options for backend {backend!r}: {exc}", f"check backend/{backend}.yaml"
+        ) from exc
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in (
+        "torch",
+        "diffusers",
+        "transformers",
+        "spandrel",
+        "mlplatform",
+        "mlplatform-compile",
+    ):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    import torch
+
+    out["torch"] = torch.__version__
+    return out
+
+
+def time_pair(eager, compiled, inputs, runs: int) -> tuple[float, float]:
+    """Median seconds of eager and compiled, warmed up and interleaved so neither gets the
+    other's warm caches or thread-pool start-up."""
+    import torch
+
+    sync = (
+        torch.cuda.synchronize
+        if inputs and getattr(inputs[0], "is_cuda", False)
+        else (lambda: None)
+    )
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.no_grad():
+        for fn in (eager, compiled, eager, compiled):
+            fn(*inputs)
+        sync()
+        for _ in range(runs):
+            for fn, bucket in zip((eager, compiled), times, strict=True):
+                start = time.perf_counter()
+                fn(*inputs)
+                sync()
+                bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def check_parity(builder: Build, runner, eager, shape_sets: Sequence[ShapeSet]) -> dict[str, Any]:
+    """Compiled vs eager at each shape set; returns per-shape, per-output error figures."""
+    import torch
+    from tqdm.auto import tqdm
+
+    results: dict[str, Any] = {}
+    for index, shape_set in enumerate(tqdm(shape_sets, desc="verify", leave=False, disable=None)):
+        inputs = builder.make_inputs(shape_set.sizes, seed=1000 + index)
+        with torch.no_grad():
+            reference = eager(*inputs)
+            outputs = runner(*inputs)
+        results[shape_set.label] = {
+            "sizes": shape_set.sizes,
+            "outputs": {
+                name: parity.compare(ref, out)
+                for name, ref, out in zip(
+                    builder.model_output_names, reference, outputs, strict=False
+                )
+            },
+        }
+    return results
+
+
+def run_build(builder: Build) -> BuildResult:
+    """The pipeline behind `Build.__call__`; see the module docstring."""
+    from mlplatform.artifacts import staged_directory, write_manifest
+    from mlplatform.device import describe_device, device_fingerprint
+
+    from .loader import check_manifest, load_module
+
+    phases = Phases(builder.name or type(builder).__name__)
+    with phases("resolve source"):
+        source = builder.source()
+        builder.backend.check_available(builder.device)
+        if source.random_weights:
+            log.warning("%s: %s", builder.hf_hub, model_source.RANDOM_WEIGHTS_NOTE)
+    with phases("load eager model"):
+        eager_module = builder.forward_module()
+        key = builder.artifact_key()
+        digest = naming.key_hash(key)
+        name = builder.artifact_name(digest)
+        artifact_dir = builder.cache_dir / name
+    log.info("artifact: %s", artifact_dir)
+
+    if artifact_dir.exists() and not builder.force:
+        try:
+            with phases("load cached artifact"):
+                check_manifest(artifact_dir, expected_hash=digest)
+                module = load_module(artifact_dir, device=builder.device, builder=builder)
+            log.info("reused %s (no recompile; force=true rebuilds)", artifact_dir)
+            return BuildResult(name, artifact_dir, module.manifest, module, builder, cached=True)
+        except ArtifactError as exc:
+            log.warning("cached artifact is unusable, rebuilding it: %s", exc.problem)
+
+    specs = builder.specs()
+    shape_sets = verification_sets(specs)
+    example = builder.make_inputs(next(s for s in shape_sets if s.label == "example").sizes)
+    from .backends.base import CompileRequest
+
+    with staged_directory(artifact_dir) as staging:
+        request = CompileRequest(
+            module=eager_module,
+            specs=specs,
+            example_inputs=example,
+            device=builder.device,
+            dtype=builder.dtype,
+            staging_dir=staging,
+            cache_dir=builder.cache_dir / "_compiler_cache",
+        )
+        with phases(f"compile ({builder.backend.name})"):
+            runner = builder.backend.compile(request)
+        figures: dict[str, Any] = {}
+        if builder.verify:
+            with phases(f"verify against eager at {len(shape_sets)} shapes"):
+                figures = check_parity(builder, runner, eager_module, shape_sets)
+            error = parity.worst(figures)
+            if not error <= builder.tolerance:
+                raise ArtifactError(
+                    f"{builder.backend.name} output differs from eager by {error:.3g} (relative), "
+                    f"above the {builder.dtype} tolerance {builder.tolerance:g}; the artifact was "
+                    f"not saved. Per shape: { {k: {o: round(v['rel'], 8) for o, v in s['outputs'].items()} for k, s in figures.items()} }",
+                    "try another backend or backend options (e.g. freezing=false), a wider dtype, "
+                    "or accept the error explicitly with job.tolerance=VALUE",
+                )
+        latency: dict[str, Any] = {}
+        if builder.benchmark_runs > 0:
+            with phases("time eager vs compiled"):
+                bench_sizes = next(s for s in shape_sets if s.label == "max").sizes
+                bench_inputs = builder.make_inputs(bench_sizes, seed=7)
+                eager_s, compiled_s = time_pair(
+                    eager_module, runner, bench_inputs, builder.benchmark_runs
+                )
+                latency = {
+                    "sizes": bench_sizes,
+                    "runs": builder.benchmark_runs,
+                    "eager_ms": round(eager_s * 1e3, 3),
+                    "compiled_ms": round(compiled_s * 1e3, 3),
+                    "speedup": round(eager_s / compiled_s, 3) if compiled_s > 0 else None,
+                }
+        fp = device_fingerprint(builder.device)
+        info = {
+            "kind": ARTIFACT_KIND,
+            "name": name,
+            "key_hash": digest,
+            "key": key,
+            "builder": builder.name,
+            "builder_args": {
+                "hf_hub": builder.hf_hub,
+                "label": builder.label,
+                "dtype": builder.dtype,
+                "build_kwargs": _plain(builder.build_kwargs),
+                "model_kwargs": _plain(builder.model_kwargs),
+                "random_weights": builder.random_weights,
+                "seed": builder.seed,
+            },
+            "model_type": builder.model_type,
+            "model_source": source.describe(),
+            "random_weights": source.random_weights,
+            "model_config": source.config,
+            "weights_sha256": builder.weights_fingerprint(),
+            "backend": {"name": builder.backend.name, **builder.backend.key()},
+            "backend_extra": _plain(request.extra),
+            "self_contained": builder.backend.self_contained,
+            "dtype": builder.dtype,
+            "device": {**fp, "description": describe_device(builder.device)},
+            "versions": _versions(),
+            "inputs": specs_to_json(specs),
+            "output_names": list(builder.model_output_names),
+            "ranges": {k: list(v) for k, v in builder.ranges().items()},
+            "tolerance": builder.tolerance,
+            "parity": figures,
+            "max_relative_error": parity.worst(figures) if figures else None,
+            "latency": latency,
+            "build_seconds": phases.timings,
+        }
+        if source.random_weights:
+            info["warning"] = model_source.RANDOM_WEIGHTS_NOTE
+        with phases("write artifact"):
+            write_manifest(staging, info)
+    log.info("[%s] built %s in %.1fs", phases.title, artifact_dir, phases.elapsed)
+    if builder.backend.self_contained:
+        module = load_module(artifact_dir, device=builder.device, builder=builder)
+    else:
+        from mlplatform.artifacts import read_manifest
+
+        from .loader import CompiledModule
+
+        module = CompiledModule(runner, read_manifest(artifact_dir), builder.device, artifact_dir)
+    return BuildResult(name, artifact_dir, module.manifest, module, builder, cached=False)
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-friendly copy (tuples to lists, paths to strings)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+__all__ = ["Build", "BuildResult", "NamedModule", "default_cache_dir", "weights_fingerprint"]

@@ -1,0 +1,117 @@
+"""`job=build`: compose builder + backend from the Hydra config, build, print and return a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from mlplatform.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _container(node: Any) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if node is None:
+        return {}
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+    return dict(node)
+
+
+def _shape_order(item):
+    order = ["min", "max", "non_square", "example"]
+    return order.index(item[0]) if item[0] in order else len(order)
+
+
+def summarize(result) -> dict[str, Any]:
+    manifest = result.manifest
+    return {
+        "artifact": str(result.artifact_dir),
+        "name": result.name,
+        "builder": manifest["builder"],
+        "backend": manifest["backend"]["name"],
+        "cached": result.cached,
+        "random_weights": result.random_weights,
+        "dtype": manifest["dtype"],
+        "device": manifest["device"].get("description"),
+        "max_relative_error": manifest.get("max_relative_error"),
+        "tolerance": manifest.get("tolerance"),
+        "parity": {
+            label: {name: figures["rel"] for name, figures in shape["outputs"].items()}
+            for label, shape in sorted(manifest.get("parity", {}).items(), key=_shape_order)
+        },
+        "latency": manifest.get("latency", {}),
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    if summary["random_weights"]:
+        lines.append(
+            "*** RANDOM WEIGHTS: this artifact was built from a config only; not a trained model ***"
+        )
+    state = "reused cached artifact (no recompile)" if summary["cached"] else "built"
+    lines.append(f"{state}: {summary['artifact']}")
+    lines.append(
+        f"  builder={summary['builder']} backend={summary['backend']} dtype={summary['dtype']} "
+        f"device={summary['device']}"
+    )
+    lines.append(
+        f"  parity vs eager (max relative error {summary['max_relative_error']}, "
+        f"tolerance {summary['tolerance']}):"
+    )
+    for label, outputs in summary["parity"].items():
+        lines.append(f"    {label:<11} " + ", ".join(f"{k}={v:.3g}" for k, v in outputs.items()))
+    lat = summary["latency"]
+    if lat:
+        lines.append(
+            f"  latency at {lat['sizes']} (median of {lat['runs']}): eager {lat['eager_ms']:.1f} ms, "
+            f"compiled {lat['compiled_ms']:.1f} ms, speedup {lat['speedup']}x"
+        )
+    return "\n".join(lines)
+
+
+def run_build_job(cfg: Any) -> dict[str, Any]:
+    """Build what `cfg.builder` / `cfg.backend` select; returns the summary dict (also saved as JSON)."""
+    from mlplatform.artifacts import atomic_write_json
+    from mlplatform.jobs import job_output_dir
+
+    from . import build
+
+    builder_cfg = _container(cfg.get("builder"))
+    backend_cfg = _container(cfg.get("backend"))
+    job_cfg = _container(cfg.get("job"))
+    if not builder_cfg.get("name"):
+        raise ConfigError("job=build needs a builder", "pass builder=NAME (job=plugins lists them)")
+    if not backend_cfg.get("name"):
+        raise ConfigError(
+            "job=build needs a backend", "pass backend=NAME (e.g. backend=aot_inductor)"
+        )
+    builder_name = builder_cfg.pop("name")
+    backend_name = backend_cfg.pop("name")
+    builder_cfg.pop("description", None)
+    result = build(
+        builder_name,
+        backend_name,
+        backend_options=backend_cfg,
+        device=cfg.get("device", "auto"),
+        dtype=cfg.get("dtype", "float32"),
+        seed=int(cfg.get("seed", 0) or 0),
+        cache_dir=job_cfg.get("cache_dir"),
+        force=bool(job_cfg.get("force", False)),
+        verify=bool(job_cfg.get("verify", True)),
+        tolerance=job_cfg.get("tolerance"),
+        benchmark_runs=int(job_cfg.get("benchmark_runs", 3)),
+        **builder_cfg,
+    )
+    summary = summarize(result)
+    print(format_summary(summary))
+    try:
+        atomic_write_json(job_output_dir() / "build_summary.json", summary)
+    except OSError as exc:  # the summary is a convenience; the artifact is what matters
+        log.warning("could not write build_summary.json: %s", exc)
+    log.debug("summary: %s", json.dumps(summary, default=str))
+    return summary

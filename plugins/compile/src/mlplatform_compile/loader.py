@@ -1,0 +1,221 @@
+"""Loading artifacts: verify, check they fit this machine, and wrap them in an input-checking module.
+
+AOTInductor runs whatever it is given (it does not check shapes), so `CompiledModule` checks names,
+device, dtype, rank and every dimension against the compiled ranges before running, and raises an
+error that says which input is wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlplatform.errors import ArtifactError, DeviceError, MLPlatformError
+
+from .specs import Dim, specs_from_json
+
+log = logging.getLogger(__name__)
+
+
+class InputError(MLPlatformError):
+    """An input a compiled module was not built for (name, device, dtype or shape)."""
+
+
+def check_manifest(
+    artifact_dir: str | os.PathLike, expected_hash: str | None = None
+) -> dict[str, Any]:
+    """Checksums, kind, torch version and device fingerprint; ArtifactError on any mismatch."""
+    import torch
+
+    from mlplatform.artifacts import verify_artifact
+
+    from .build import ARTIFACT_KIND
+
+    root = Path(artifact_dir)
+    manifest = verify_artifact(root)
+    fix = f"rebuild it (job.force=true) or delete {root}"
+    if manifest.get("kind") != ARTIFACT_KIND:
+        raise ArtifactError(
+            f"{root} is not a compiled-module artifact (kind {manifest.get('kind')!r})", fix
+        )
+    if expected_hash is not None and manifest.get("key_hash") != expected_hash:
+        raise ArtifactError(
+            f"{root} was built from different inputs (key {manifest.get('key_hash')}, expected {expected_hash})",
+            fix,
+        )
+    built_with = manifest.get("versions", {}).get("torch")
+    if built_with != torch.__version__:
+        raise ArtifactError(
+            f"{root} was built with torch {built_with}, this is torch {torch.__version__}; compiled "
+            "artifacts only run on the torch version that built them",
+            fix,
+        )
+    return manifest
+
+
+def _device_for(manifest: dict[str, Any], device: Any):
+    import torch
+
+    from mlplatform.device import device_fingerprint
+
+    built = manifest["device"]
+    if device is None:
+        if built["kind"] == "cuda" and not torch.cuda.is_available():
+            raise DeviceError(
+                f"this artifact was built for CUDA ({built.get('name')}, {built.get('capability')}) "
+                "and no CUDA device is available",
+                "load it on a CUDA machine, or rebuild with device=cpu",
+            )
+        device = torch.device(built["kind"])
+    device = torch.device(device)
+    current = device_fingerprint(device)
+    if current["kind"] != built["kind"] or current["capability"] != built["capability"]:
+        raise ArtifactError(
+            f"artifact built for {built['kind']} {built['capability']} cannot run on "
+            f"{current['kind']} {current['capability']}",
+            "rebuild it on this machine (artifacts are tied to device kind, CPU ISA / CUDA capability)",
+        )
+    return device
+
+
+def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None) -> CompiledModule:
+    """Load an artifact directory (or its manifest.json / model file) as a CompiledModule."""
+    root = Path(path)
+    if root.is_file():
+        root = root.parent
+    manifest = check_manifest(root)
+    device = _device_for(manifest, device)
+    from mlplatform.plugins import get_registry
+
+    registry = get_registry()
+    backend_info = manifest["backend"]
+    backend = registry.get("backend", backend_info["name"])(**backend_info.get("options", {}))
+
+    def rebuild():
+        eager_builder = builder or _builder_from_manifest(manifest, device)
+        if eager_builder.weights_fingerprint() != manifest["weights_sha256"]:
+            raise ArtifactError(
+                f"the model weights at {manifest['model_source']['hf_hub']} changed since {root} was built",
+                "rebuild the artifact (job.force=true)",
+            )
+        return eager_builder.forward_module()
+
+    runner = backend.load(root, manifest, device, rebuild)
+    if manifest.get("random_weights"):
+        log.warning("%s: %s", root.name, manifest.get("warning", "random weights"))
+    return CompiledModule(runner, manifest, device, root)
+
+
+def _builder_from_manifest(manifest: dict[str, Any], device):
+    from mlplatform.plugins import get_registry
+
+    cls = get_registry().get("builder", manifest["builder"])
+    args = dict(manifest["builder_args"])
+    return cls(device=str(device), backend="eager", **args)
+
+
+class CompiledModule:
+    """Named inputs -> named outputs (`model_output_names`), with every input checked first."""
+
+    def __init__(self, runner, manifest: dict[str, Any], device, artifact_dir: Path | None = None):
+        import torch
+
+        self.runner = runner
+        self.manifest = manifest
+        self.device = torch.device(device)
+        self.artifact_dir = artifact_dir
+        self.specs = specs_from_json(manifest["inputs"])
+        self.input_names = [s.name for s in self.specs]
+        self.output_names = list(manifest["output_names"])
+        self.dtype = getattr(torch, manifest["dtype"])
+        self.random_weights = bool(manifest.get("random_weights"))
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{s.name}{self._shape_text(s)}" for s in self.specs)
+        tag = " RANDOM WEIGHTS" if self.random_weights else ""
+        return f"CompiledModule({self.manifest.get('name')}: {dims} -> {self.output_names}{tag})"
+
+    @staticmethod
+    def _shape_text(spec) -> str:
+        return (
+            "["
+            + ", ".join(
+                f"{d.name}={d.describe()}" if isinstance(d, Dim) else str(d) for d in spec.shape
+            )
+            + "]"
+        )
+
+    def check_inputs(self, given: Mapping[str, Any]) -> list[Any]:
+        import torch
+
+        missing = [n for n in self.input_names if n not in given]
+        unknown = [n for n in given if n not in self.input_names]
+        if missing or unknown:
+            raise InputError(
+                f"inputs {sorted(given)} do not match the compiled inputs {self.input_names}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unexpected {unknown})" if unknown else ""),
+                f"call it with exactly: {', '.join(self.input_names)}",
+            )
+        bound: dict[str, tuple[int, str]] = {}
+        ordered = []
+        for spec in self.specs:
+            tensor = given[spec.name]
+            if not isinstance(tensor, torch.Tensor):
+                raise InputError(
+                    f"input {spec.name!r} is a {type(tensor).__name__}, not a tensor",
+                    "pass a torch.Tensor",
+                )
+            want_dtype = torch.int64 if spec.dtype == "long" else self.dtype
+            if tensor.dtype != want_dtype:
+                raise InputError(
+                    f"input {spec.name!r} has dtype {tensor.dtype}, the module was compiled for {want_dtype}",
+                    f"convert it first: {spec.name}.to({want_dtype})",
+                )
+            if tensor.device.type != self.device.type or (
+                self.device.index is not None and tensor.device.index != self.device.index
+            ):
+                raise InputError(
+                    f"input {spec.name!r} is on {tensor.device}, the module runs on {self.device}",
+                    f"move it first: {spec.name}.to({str(self.device)!r})",
+                )
+            if tensor.dim() != len(spec.shape):
+                raise InputError(
+                    f"input {spec.name!r} has {tensor.dim()} dimensions {tuple(tensor.shape)}, "
+                    f"expected {len(spec.shape)}: {self._shape_text(spec)}",
+                    "reshape the input",
+                )
+            for axis, (size, want) in enumerate(zip(tensor.shape, spec.shape, strict=True)):
+                if isinstance(want, int):
+                    if size != want:
+                        raise InputError(
+                            f"input {spec.name!r} axis {axis} is {size}, compiled for exactly {want} "
+                            f"(shape {self._shape_text(spec)})",
+                            "rebuild with a range that includes it",
+                        )
+                    continue
+                if not want.contains(size):
+                    raise InputError(
+                        f"input {spec.name!r} axis {axis} ({want.name}) is {size}, outside the compiled "
+                        f"range {want.describe()}; AOT-compiled code would run it silently and wrongly",
+                        f"use {want.name} in {want.describe()}, or rebuild with build_kwargs covering it",
+                    )
+                first = bound.setdefault(want.name, (size, spec.name))
+                if first[0] != size:
+                    raise InputError(
+                        f"{want.name} is {first[0]} in {first[1]!r} but {size} in {spec.name!r}",
+                        f"all inputs must agree on {want.name}",
+                    )
+            ordered.append(tensor.contiguous())
+        return ordered
+
+    def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named) -> dict[str, Any]:
+        import torch
+
+        args = self.check_inputs({**(inputs or {}), **named})
+        with torch.no_grad():
+            outputs = self.runner(*args)
+        return dict(zip(self.output_names, outputs, strict=False))

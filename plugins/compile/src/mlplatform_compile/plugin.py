@@ -1,0 +1,42 @@
+"""The mlplatform entry point: registers builders, backends, the `build` job and the config groups.
+
+Imports stay light here (no torch) so listing plugins is fast; heavy modules load on first use.
+"""
+
+from __future__ import annotations
+
+from mlplatform.hookspecs import hookimpl
+
+
+@hookimpl
+def register_builders(registry):
+    from .builders import BUILDERS
+
+    for name, cls in BUILDERS.items():
+        doc = (cls.__doc__ or "").strip()
+        registry.add("builder", name, cls, description=doc.splitlines()[0] if doc else name)
+
+
+@hookimpl
+def register_compile_backends(registry):
+    from .backends.aitemplate import AITemplateBackend
+    from .backends.aot_inductor import AOTInductorBackend
+    from .backends.eager import EagerBackend
+    from .backends.inductor import InductorBackend
+
+    for cls in (EagerBackend, InductorBackend, AOTInductorBackend, AITemplateBackend):
+        registry.add("backend", cls.name, cls, description=cls.description)
+
+
+@hookimpl
+def register_jobs(registry):
+    from .job import run_build_job
+
+    registry.add_job(
+        "build", run_build_job, "compile a model with a builder and a backend (builder=, backend=)"
+    )
+
+
+@hookimpl
+def register_config_groups(registry):
+    registry.add_config_package("mlplatform_compile.conf")

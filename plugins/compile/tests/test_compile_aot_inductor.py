@@ -1,0 +1,147 @@
+"""Slow tests around one shared AOTInductor build of the tiny VAE decoder (see conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from mlplatform_compile import InputError, build, load_module
+from mlplatform_compile.backends.base import COMPILE_COUNT
+
+from mlplatform.errors import ArtifactError
+
+pytestmark = pytest.mark.slow
+
+
+def test_build_verifies_parity_across_the_range(aot_vae):
+    manifest = aot_vae.manifest
+    assert {"min", "max", "non_square", "example"} <= set(manifest["parity"])
+    sizes = manifest["parity"]["non_square"]["sizes"]
+    assert sizes["height"] != sizes["width"]
+    assert manifest["parity"]["max"]["sizes"] == {"batch": 3, "height": 32, "width": 32}
+    assert manifest["max_relative_error"] <= 1e-4
+    assert manifest["random_weights"] is True and "RANDOM" in manifest["warning"]
+    assert (aot_vae.artifact_dir / "model.pt2").is_file()
+    assert "model.pt2" in manifest["files"]
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert manifest["output_names"] == ["image"]
+    assert manifest["latency"]["eager_ms"] > 0
+
+
+def test_compiled_module_matches_eager_on_a_non_square_shape(aot_vae):
+    inputs = aot_vae.example_inputs({"batch": 2, "height": 16, "width": 24}, seed=3)
+    out = aot_vae.module(inputs)["image"]
+    ref = aot_vae.eager_module(inputs)["image"]
+    assert out.shape == (2, 3, 32, 48)
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4
+
+
+def test_reload_in_a_fresh_process(aot_vae, tmp_path):
+    inputs = aot_vae.example_inputs("non_square", seed=5)
+    expected = aot_vae.eager_module(inputs)["image"]
+    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import sys, torch
+        import diffusers  # noqa: F401  -- not needed; proves nothing depends on importing it first
+        from mlplatform_compile import load_module
+        m = load_module({str(aot_vae.artifact_dir)!r})
+        data = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
+        out = m(data["inputs"])["image"]
+        err = ((out - data["expected"]).abs().max() / data["expected"].abs().max()).item()
+        print("REL", err)
+        sys.exit(0 if err < 1e-4 else 1)
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "REL" in proc.stdout
+
+
+def test_second_build_reuses_the_artifact(aot_vae, compile_cache, tiny_decode):
+    package = aot_vae.artifact_dir / "model.pt2"
+    mtime = package.stat().st_mtime_ns
+    created = aot_vae.manifest["created_unix"]
+    before = COMPILE_COUNT["n"]
+    again = build("vae_decode", "aot_inductor", cache_dir=compile_cache, **tiny_decode)
+    assert again.cached is True
+    assert COMPILE_COUNT["n"] == before
+    assert again.artifact_dir == aot_vae.artifact_dir
+    assert package.stat().st_mtime_ns == mtime and again.manifest["created_unix"] == created
+
+
+def test_flipped_byte_is_detected(aot_vae, tmp_path):
+    copy = tmp_path / aot_vae.artifact_dir.name
+    shutil.copytree(aot_vae.artifact_dir, copy)
+    package = copy / "model.pt2"
+    data = bytearray(package.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    package.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_module(copy)
+
+
+def test_torch_version_mismatch_is_refused(aot_vae, tmp_path):
+    copy = tmp_path / aot_vae.artifact_dir.name
+    shutil.copytree(aot_vae.artifact_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["versions"]["torch"] = "1.0.0"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="torch 1.0.0"):
+        load_module(copy)
+
+
+def test_inputs_are_checked_before_running(aot_vae):
+    module = aot_vae.module
+    ok = aot_vae.example_inputs("min")["latent"]
+    with pytest.raises(InputError, match="outside the compiled range"):
+        module(latent=torch.randn(4, 4, 16, 16))  # batch max is 3
+    with pytest.raises(InputError, match="outside the compiled range"):
+        module(latent=torch.randn(1, 4, 16, 40))  # width max is 32 latents (64 px)
+    with pytest.raises(InputError, match="compiled for exactly 4"):
+        module(latent=torch.randn(1, 3, 16, 16))
+    with pytest.raises(InputError, match="dtype"):
+        module(latent=ok.double())
+    with pytest.raises(InputError, match="missing"):
+        module(z=ok)
+    with pytest.raises(InputError, match="is on meta"):
+        module(latent=ok.to("meta"))
+    assert module(latent=ok)["image"].shape == (1, 3, 32, 32)
+
+
+def test_inductor_build_and_reload(compile_cache, tiny_decode):
+    result = build(
+        "vae_decode",
+        "inductor",
+        cache_dir=compile_cache,
+        **{**tiny_decode, "build_kwargs": {"batch_size": [1, 2], "resolution": [32, 48]}},
+    )
+    assert result.manifest["max_relative_error"] <= 1e-4
+    assert {"min", "max", "non_square"} <= set(result.manifest["parity"])
+    inputs = result.example_inputs("non_square")
+    ref = result.eager_module(inputs)["image"]
+    reloaded = load_module(result.artifact_dir)
+    out = reloaded(inputs)["image"]
+    assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4
+    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def test_encoder_exports_pixels_as_multiples_of_the_scale_factor(compile_cache, tiny_decode):
+    result = build(
+        "vae_encode",
+        "aot_inductor",
+        cache_dir=compile_cache,
+        **{**tiny_decode, "build_kwargs": {"batch_size": [1, 2], "resolution": [32, 64]}},
+    )
+    assert result.manifest["max_relative_error"] <= 1e-4
+    sizes = result.manifest["parity"]["non_square"]["sizes"]
+    assert (sizes["height"], sizes["width"]) == (32, 64)
+    assert result.module(image=torch.randn(1, 3, 36, 40))["latent"].shape == (1, 4, 18, 20)
+    with pytest.raises(InputError, match="multiple of 2"):
+        result.module(image=torch.randn(1, 3, 33, 40))
