@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UnknownNameError
@@ -18,6 +19,7 @@ from .plugins import PluginHost
 from .registry import closest
 
 PRIMARY_CONFIG_NAME = "mlplatform_config"
+PRESET_GROUP = "experiment"  # conf/experiment/NAME.yaml, selected with experiment=NAME
 CORE_CONFIG_PACKAGE = "mlplatform.conf"  # Hydra's main search path (cli passes config_path="conf")
 _SIMPLE_CHOICE = re.compile(r"^(?P<group>[A-Za-z_][\w]*)=(?P<value>[\w.\-]+)$")
 
@@ -30,6 +32,12 @@ def default_job(host: PluginHost) -> str:
     return "plugins"
 
 
+def checkout_config_dir() -> Path | None:
+    """The repository's `conf/` (ready-made presets) when mlplatform runs from a checkout."""
+    candidate = Path(__file__).resolve().parents[2] / "conf"
+    return candidate if (candidate / PRESET_GROUP).is_dir() else None
+
+
 def _config_packages(host: PluginHost) -> list[str]:
     return [package for _source, package in host.registry.config_packages]
 
@@ -39,7 +47,8 @@ def store_primary_config(host: PluginHost) -> None:
 
     store = ConfigStore.instance()
     node: dict[str, Any] = {
-        "defaults": [{"job": default_job(host)}, "_self_"],
+        # a preset comes last, so it can set anything the job and the keys below set
+        "defaults": [{"job": default_job(host)}, "_self_", {PRESET_GROUP: None}],
         "device": "auto",
         "dtype": "float32",
         "seed": 0,
@@ -54,12 +63,18 @@ def store_primary_config(host: PluginHost) -> None:
 
 
 def _packaged_choices(host: PluginHost) -> dict[str, set[str]]:
-    choices: dict[str, set[str]] = {}
+    """Config group -> option names found in the plugins' config packages and the checkout."""
+    roots: list[Any] = []
     for package in _config_packages(host):
         try:
-            root = resources.files(package)
+            roots.append(resources.files(package))
         except ModuleNotFoundError:
             continue
+    checkout = checkout_config_dir()
+    if checkout is not None:
+        roots.append(checkout)
+    choices: dict[str, set[str]] = {}
+    for root in roots:
         for group in root.iterdir():
             if group.is_dir() and not group.name.startswith(("_", ".")):
                 names = {f.name[:-5] for f in group.iterdir() if f.name.endswith(".yaml")}
@@ -77,6 +92,9 @@ def register_search_path(host: PluginHost) -> None:
         for source, package in host.registry.config_packages
         if package != CORE_CONFIG_PACKAGE
     ]
+    checkout = checkout_config_dir()
+    if checkout is not None:
+        entries.append(("mlplatform checkout presets", f"file://{checkout}"))
 
     class MLPlatformSearchPath(SearchPathPlugin):
         def manipulate_search_path(self, search_path) -> None:
