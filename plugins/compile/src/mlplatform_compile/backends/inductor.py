@@ -33,7 +33,14 @@ def mark_dynamic(specs, inputs) -> None:
     for spec, tensor in zip(specs, inputs, strict=False):
         for axis, dim in spec.dims():
             # torch specialises sizes 0 and 1, so a size-1 axis cannot be marked dynamic
-            if not dim.static and tensor.shape[axis] >= 2:
+            if dim.static or tensor.shape[axis] < 2:
+                continue
+            if dim.multiple > 1:
+                # a size that must be a multiple (encoder pixels) meets the model's own `% 8`
+                # checks, which mark_dynamic's hard range turns into a ConstraintViolationError;
+                # maybe_mark_dynamic keeps it symbolic wherever the model allows
+                torch._dynamo.maybe_mark_dynamic(tensor, axis)
+            else:
                 torch._dynamo.mark_dynamic(tensor, axis, min=max(2, dim.min), max=dim.max)
 
 
