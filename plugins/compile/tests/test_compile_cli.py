@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def run_cli(tmp_path, *args):
     env = {**os.environ, "MLPLATFORM_COMPILE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
@@ -40,3 +42,30 @@ def test_command_line_errors_are_clean(tmp_path):
     assert "backend=aitemplate cannot run here" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli(tmp_path, "job=build", "builder.random_weights=false")
     assert proc.returncode == 2 and "random_weights=true" in proc.stderr
+
+
+@pytest.mark.slow
+def test_no_arguments_builds_the_embedded_default_with_aot_inductor(tmp_path):
+    """The README's main job, exactly as typed: compile, verify, time; a second run reuses it."""
+    env = {**os.environ, "MLPLATFORM_COMPILE_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    first = subprocess.run(
+        [sys.executable, "-m", "mlplatform"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=900,
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "RANDOM WEIGHTS" in first.stdout and "latency at" in first.stdout
+    summary = json.loads(next(tmp_path.glob("outputs/*/*/build_summary.json")).read_text())
+    assert (summary["builder"], summary["backend"], summary["cached"]) == (
+        "vae_decode", "aot_inductor", False,
+    )
+    assert summary["max_relative_error"] <= 1e-4
+    assert {"min", "max", "non_square", "example"} <= set(summary["parity"])
+    assert (tmp_path / "cache" / summary["name"] / "model.pt2").is_file()
+    assert summary["latency"]["eager_ms"] > 0 and summary["latency"]["compiled_ms"] > 0
+
+    second = subprocess.run(
+        [sys.executable, "-m", "mlplatform"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=900,
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"reused cached artifact (no recompile): {summary['artifact']}" in second.stdout
