@@ -23,6 +23,7 @@ the figures.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import statistics
 import time
@@ -89,7 +90,9 @@ def eligible(module) -> bool:
     )
 
 
+@functools.cache
 def _winograd_module_class():
+    """Defined on first use, so importing this module does not import torch."""
     import torch
     import torch.nn.functional as F
 
@@ -139,15 +142,9 @@ def _winograd_module_class():
     return WinogradConv2d
 
 
-_CLASS = None
-
-
 def winograd_conv(conv):
     """A WinogradConv2d computing what `conv` computes."""
-    global _CLASS
-    if _CLASS is None:
-        _CLASS = _winograd_module_class()
-    return _CLASS(conv)
+    return _winograd_module_class()(conv)
 
 
 @dataclass
