@@ -190,3 +190,29 @@ def test_run_build_job_from_composed_config(tmp_path, capsys, monkeypatch):
     assert (
         json.loads((tmp_path / "build_summary.json").read_text())["artifact"] == summary["artifact"]
     )
+
+
+def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path):
+    from mlplatform.errors import ArtifactError, DeviceError
+
+    kwargs = dict(
+        hf_hub="builtin:tiny_vae",
+        random_weights=True,
+        build_kwargs={"batch_size": [1, 2], "resolution": [32, 48]},
+    )
+    first = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    manifest_path = first.artifact_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    here = manifest["device"]["capability"]
+    manifest["device"]["capability"] = "AVX2" if here != "AVX2" else "AVX512"  # another CPU ISA
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="cannot run on"):
+        load_module(first.artifact_dir)
+    if not torch.cuda.is_available():
+        manifest["device"].update(kind="cuda", name="NVIDIA H100", capability="sm90")
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(DeviceError, match="no CUDA device is available"):
+            load_module(first.artifact_dir)
+    second = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    assert second.cached is False and second.artifact_dir == first.artifact_dir
+    assert json.loads(manifest_path.read_text())["device"]["capability"] == here
