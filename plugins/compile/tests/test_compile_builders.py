@@ -138,21 +138,29 @@ def test_missing_local_model_offline_is_a_clear_error(tmp_path):
         run("vae_decode", "nobody/no-such-model", tmp_path)
 
 
-def test_mismatched_cached_artifact_is_rebuilt(tmp_path):
-    kwargs = dict(
+def build_tiny_eager(cache_dir):
+    """An eager tiny-VAE decoder artifact (no compiler): for tests that tamper with its manifest."""
+    return build(
+        "vae_decode",
+        "eager",
+        cache_dir=cache_dir,
+        benchmark_runs=0,
         hf_hub="builtin:tiny_vae",
         random_weights=True,
         build_kwargs={"batch_size": [1, 2], "resolution": [32, 48]},
     )
-    first = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+
+
+def test_mismatched_cached_artifact_is_rebuilt(tmp_path):
+    first = build_tiny_eager(tmp_path)
     manifest_path = first.artifact_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["versions"]["torch"] = "0.0.1"
     manifest_path.write_text(json.dumps(manifest))
-    second = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    second = build_tiny_eager(tmp_path)
     assert second.cached is False and second.artifact_dir == first.artifact_dir
     assert json.loads(manifest_path.read_text())["versions"]["torch"] == torch.__version__
-    third = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    third = build_tiny_eager(tmp_path)
     assert third.cached is True
     assert load_module(third.artifact_dir)(third.example_inputs("min"))["image"].shape == (
         1,
@@ -195,12 +203,7 @@ def test_run_build_job_from_composed_config(tmp_path, capsys, monkeypatch):
 def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path):
     from mlplatform.errors import ArtifactError, DeviceError
 
-    kwargs = dict(
-        hf_hub="builtin:tiny_vae",
-        random_weights=True,
-        build_kwargs={"batch_size": [1, 2], "resolution": [32, 48]},
-    )
-    first = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    first = build_tiny_eager(tmp_path)
     manifest_path = first.artifact_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     here = manifest["device"]["capability"]
@@ -213,6 +216,6 @@ def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path):
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(DeviceError, match="no CUDA device is available"):
             load_module(first.artifact_dir)
-    second = build("vae_decode", "eager", cache_dir=tmp_path, benchmark_runs=0, **kwargs)
+    second = build_tiny_eager(tmp_path)
     assert second.cached is False and second.artifact_dir == first.artifact_dir
     assert json.loads(manifest_path.read_text())["device"]["capability"] == here
