@@ -28,7 +28,7 @@ def plugins(session: nox.Session) -> None:
     session.install(".", "./plugins/example")
     session.run("python", "-m", "mlplatform", "job=plugins")
     out = session.run(
-        "python", "-m", "mlplatform", "job=example", "greeting=shout", "who=nox", silent=True
+        "python", "-m", "mlplatform", "job=example", "greeting=shout", "job.who=nox", silent=True
     )
     if "HELLO, NOX!" not in out:
         session.error(f"example plugin did not run through the CLI:\n{out}")

@@ -13,7 +13,7 @@ def test_no_arguments_runs_the_default_job(cli):
 
 
 def test_cfg_job_prints_the_composed_config_without_running(cli, tmp_path):
-    result = cli("job=example", "greeting=shout", "who=ada", "--cfg", "job")
+    result = cli("job=example", "greeting=shout", "job.who=ada", "--cfg", "job")
     assert result.returncode == 0, result.stderr
     assert "name: shout" in result.stdout and "who: ada" in result.stdout
     assert "HELLO" not in result.stdout
@@ -28,7 +28,7 @@ def test_help_lists_config_groups_from_plugins(cli):
 
 def test_output_goes_to_the_hydra_run_dir_without_chdir(cli, tmp_path):
     run_dir = tmp_path / "my-run"
-    result = cli("job=example", "who=ada", f"hydra.run.dir={run_dir}")
+    result = cli("job=example", "job.who=ada", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     assert (run_dir / "greeting.txt").read_text() == "Hello, ada!\n"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
@@ -36,7 +36,7 @@ def test_output_goes_to_the_hydra_run_dir_without_chdir(cli, tmp_path):
 
 def test_multirun_runs_every_combination(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    result = cli("-m", "job=example", "greeting=plain,shout", "who=ada", f"hydra.sweep.dir={sweep}")
+    result = cli("-m", "job=example", "greeting=plain,shout", "job.who=ada", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     texts = sorted(p.read_text() for p in sweep.glob("*/greeting.txt"))
     assert texts == ["HELLO, ADA!\n", "Hello, ada!\n"]
@@ -55,17 +55,17 @@ def test_unknown_job(cli):
 
 def test_unknown_component_name(cli):
     _assert_bad_input(
-        cli("job=example", "greeting=shuot", "who=x"),
+        cli("job=example", "greeting=shuot", "job.who=x"),
         "unknown greeting 'shuot'", "available: plain, shout", "greeting=shout",
     )
 
 
 def test_malformed_override(cli):
-    _assert_bad_input(cli("job=example", "who=[unclosed"), "who=[unclosed")
+    _assert_bad_input(cli("job=example", "job.who=[unclosed"), "job.who=[unclosed")
 
 
 def test_missing_required_option(cli):
-    _assert_bad_input(cli("job=example"), "missing required option(s): who", "who=VALUE")
+    _assert_bad_input(cli("job=example"), "missing required option(s): job.who", "job.who=VALUE")
 
 
 def test_standard_job_without_its_plugin_says_so(cli):
@@ -87,5 +87,5 @@ def test_verbose_keeps_the_traceback(cli):
 
 
 def test_run_dir_default_is_under_the_working_directory(cli, tmp_path: Path):
-    assert cli("job=example", "who=ada").returncode == 0
+    assert cli("job=example", "job.who=ada").returncode == 0
     assert list(tmp_path.glob("outputs/*/*/greeting.txt"))

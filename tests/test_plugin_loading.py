@@ -40,7 +40,7 @@ def test_broken_plugin_is_reported_and_the_rest_keep_working(cli, tmp_path):
     assert rows["example"]["status"] == "loaded"
     assert "plugin 'broken'" in result.stderr and "MLPLATFORM_STRICT_PLUGINS" in result.stderr
     # the host keeps working for other jobs too
-    assert cli("job=example", "who=x", extra_path=[site]).returncode == 0
+    assert cli("job=example", "job.who=x", extra_path=[site]).returncode == 0
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(cli, tmp_path):
@@ -90,5 +90,5 @@ def test_load_and_disable_switches(cli):
     assert rows["example"]["status"] == "loaded"
     rows = _plugins_json(cli("job=plugins", "job.json=true", env={"MLPLATFORM_DISABLE_PLUGINS": "example"}))
     assert rows["example"]["status"] == "disabled"
-    result = cli("job=example", "who=x", env={"MLPLATFORM_DISABLE_PLUGINS": "example"})
+    result = cli("job=example", "job.who=x", env={"MLPLATFORM_DISABLE_PLUGINS": "example"})
     assert result.returncode == 2

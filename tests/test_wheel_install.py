@@ -22,7 +22,7 @@ def test_example_plugin_from_a_wheel_brings_its_config_groups(cli, tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
     assert not (site / "mlplatform_example" / "conf" / "greeting" / "wheel_only.yaml").is_symlink()
 
-    result = cli("job=example", "greeting=wheel_only", "who=wheel", extra_path=[site])
+    result = cli("job=example", "greeting=wheel_only", "job.who=wheel", extra_path=[site])
     assert result.returncode == 0, result.stderr
     assert "HELLO, WHEEL!" in result.stdout
     searchpath = cli("--info", "searchpath", extra_path=[site]).stdout

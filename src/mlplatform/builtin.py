@@ -17,4 +17,8 @@ def register_jobs(registry):
 
 @hookimpl
 def register_config_groups(registry):
+    from .schemas import PluginsJobConfig, TrainJobConfig
+
     registry.add_config_package("mlplatform.conf")
+    registry.add_config_schema("job", "plugins", PluginsJobConfig)
+    registry.add_config_schema("job", "train", TrainJobConfig)

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     from .config import (
         PRIMARY_CONFIG_NAME,
         check_choices,
+        explain_composition_error,
         check_override_syntax,
         register_search_path,
         store_primary_config,
@@ -108,13 +109,16 @@ def main(argv: list[str] | None = None) -> None:
 
     entry = hydra.main(version_base="1.3", config_path="conf", config_name=PRIMARY_CONFIG_NAME)(_task)
     sys.argv = [sys.argv[0], *args]
+    # Hydra then raises its composition errors instead of printing them, so they are reported
+    # like every other bad input (key, value, expected type, fix; exit 2)
+    user_wants_traceback = _verbose() or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
-    except SystemExit as exc:
-        # Hydra reports composition errors (bad override, unknown option) with status 1.
-        if exc.code == 1 and not _crashed:
-            sys.exit(EXIT_BAD_INPUT)
-        raise
-    except Exception:  # pragma: no cover - HYDRA_FULL_ERROR re-raises
-        traceback.print_exc()
-        sys.exit(1)
+    except Exception as exc:
+        explained = None if _crashed else explain_composition_error(exc)
+        if explained is None or user_wants_traceback:
+            traceback.print_exc()
+            sys.exit(1 if explained is None else EXIT_BAD_INPUT)
+        _report(explained)
+        sys.exit(EXIT_BAD_INPUT)

@@ -8,6 +8,7 @@ in `--help`, and does not depend on the `hydra_plugins` namespace scan.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from importlib import resources
 from pathlib import Path
@@ -43,23 +44,26 @@ def _config_packages(host: PluginHost) -> list[str]:
 
 
 def store_primary_config(host: PluginHost) -> None:
+    """The primary config (typed core keys, open to the keys plugin groups add), every plugin's
+    config schemas, and a typed stand-in for registered jobs that ship no job/<name>.yaml."""
     from hydra.core.config_store import ConfigStore
+
+    from .schemas import JobConfig, store_schema, typed_primary_node
 
     store = ConfigStore.instance()
     node: dict[str, Any] = {
         # a preset comes last, so it can set anything the job and the keys below set
         "defaults": [{"job": default_job(host)}, "_self_", {PRESET_GROUP: None}],
-        "device": "auto",
-        "dtype": "float32",
-        "seed": 0,
+        **typed_primary_node(),
         "hydra": {"help": {"app_name": "mlplatform"}},
     }
     store.store(name=PRIMARY_CONFIG_NAME, node=node)
-    # a registered job whose plugin ships no job/<name>.yaml is still selectable with job=<name>
+    for entry in host.registry.config_schemas.values():
+        store_schema(entry)
     packaged = _packaged_choices(host).get("job", set())
     for name in host.registry.names("job"):
         if name not in packaged:
-            store.store(group="job", name=name, node={"name": name})
+            store.store(group="job", name=name, node=JobConfig(name=name))
 
 
 def _packaged_choices(host: PluginHost) -> dict[str, set[str]]:
@@ -168,3 +172,68 @@ def check_choices(args: list[str], host: PluginHost) -> None:
             "run `python -m mlplatform job=plugins` to see installed plugins, "
             "or `python -m mlplatform --help` for every config group",
         )
+
+
+def explain_composition_error(exc: BaseException) -> ConfigError | None:
+    """Turn Hydra's composition errors (wrong type, unknown key, missing option) into a
+    ConfigError naming the key, the value, the expected type and the fix; None for others."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        OmegaConfBaseException,
+        ValidationError,
+    )
+
+    from .schemas import field_type
+
+    chain, cause = [], exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if not any(isinstance(e, (HydraException, OmegaConfBaseException)) for e in chain):
+        return None
+    omega = next((e for e in chain if isinstance(e, OmegaConfBaseException)), None)
+    headline = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else ""
+    inspect_fix = "`python -m mlplatform job=NAME --cfg job` prints every option with its value"
+    if isinstance(omega, ValidationError) and omega.full_key:
+        expected = field_type(omega.object_type, omega.key) or _node_type(omega.child_node)
+        example = _EXAMPLES.get(expected or "", "VALUE")
+        return ConfigError(
+            f"option {omega.full_key} got {omega.value!r}"
+            + (f", expected {expected}" if expected else "")
+            + f" ({omega.msg.splitlines()[0]})",
+            f"pass a value of that type, e.g. {omega.full_key}={example}; {inspect_fix}",
+        )
+    if isinstance(omega, (ConfigKeyError, ConfigAttributeError)) and omega.full_key:
+        schema = omega.object_type
+        if dataclasses.is_dataclass(schema):
+            known, owner = [f.name for f in dataclasses.fields(schema)], schema.__name__
+        else:
+            parent = omega.parent_node
+            known, owner = (sorted(str(k) for k in parent.keys()) if parent is not None else []), ""
+        guess = closest(str(omega.key), known) if known else None
+        return ConfigError(
+            f"unknown option {omega.full_key}"
+            + (f" ({owner or 'this level'} has: {', '.join(known)})" if known else "")
+            + (f"; did you mean {guess!r}?" if guess else ""),
+            f"fix the key's spelling; {inspect_fix}",
+        )
+    detail = omega.msg.splitlines()[0] if omega is not None else ""
+    return ConfigError(
+        headline + (f": {detail}" if detail and detail not in headline else ""),
+        f"check the override; {inspect_fix}",
+    )
+
+
+_EXAMPLES = {"int": "3", "float": "0.001", "bool": "true", "float or null": "0.001"}
+
+
+def _node_type(node: Any) -> str | None:
+    from omegaconf import nodes
+
+    names = {
+        nodes.IntegerNode: "int", nodes.FloatNode: "float", nodes.BooleanNode: "bool",
+        nodes.StringNode: "str", nodes.EnumNode: "one of the enum's names",
+    }
+    return names.get(type(node))

@@ -69,9 +69,11 @@ def run_plugins_job(cfg: Any) -> list[dict[str, Any]]:
     """Print every plugin with its distribution, version, registrations and failures."""
     from .plugins import describe, get_host
 
+    from .schemas import to_schema
+
     host = get_host()
     rows = [describe(record) for record in host.records]
-    as_json = cfg is not None and cfg.get("job", {}).get("json")
+    as_json = cfg is not None and to_schema(cfg.job, "job").json
     print(json.dumps(rows, indent=2) if as_json else format_plugin_table(rows))
     return rows
 

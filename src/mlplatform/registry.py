@@ -56,6 +56,7 @@ class Registry:
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=dict)
     config_packages: list[tuple[str, str]] = field(default_factory=list)
+    config_schemas: dict[tuple[str, str], Any] = field(default_factory=dict)  # SchemaEntry
 
     def add(self, entry: Entry) -> None:
         existing = self.entries.get(entry.kind, {}).get(entry.name)
@@ -106,6 +107,7 @@ class Registrar:
         self.source = source
         self.staged: list[Entry] = []
         self.config_packages: list[str] = []
+        self.config_schemas: list[Any] = []
 
     def add(self, kind: str, name: str, obj: Any, *, description: str = "") -> None:
         if not isinstance(name, str) or not name:
@@ -119,7 +121,23 @@ class Registrar:
         """A Python package whose directories are Hydra config groups (e.g. builder/x.yaml)."""
         self.config_packages.append(package)
 
+    def add_config_schema(self, group: str, name: str, schema: type) -> None:
+        """The dataclass that types option `name` of config `group`; the option's YAML names it
+        first in its defaults list (`- /schema/GROUP/NAME@_here_`), see mlplatform.schemas."""
+        from .schemas import SchemaEntry, check_schema
+
+        check_schema(schema, f"plugin {self.source!r}, schema {group}/{name}")
+        self.config_schemas.append(SchemaEntry(group, name, schema, self.source))
+
     def commit(self, registry: Registry) -> list[Entry]:
+        for schema in self.config_schemas:
+            existing = registry.config_schemas.get((schema.group, schema.name))
+            if existing is not None:
+                raise PluginError(
+                    f"config schema {schema.group}/{schema.name} is registered by both "
+                    f"{existing.source!r} and {schema.source!r}",
+                    "uninstall one of them, or disable one with MLPLATFORM_DISABLE_PLUGINS",
+                )
         added: list[Entry] = []
         try:
             for entry in self.staged:
@@ -130,4 +148,6 @@ class Registrar:
                 del registry.entries[entry.kind][entry.name]
             raise
         registry.config_packages.extend((self.source, pkg) for pkg in self.config_packages)
+        for schema in self.config_schemas:
+            registry.config_schemas[(schema.group, schema.name)] = schema
         return added

@@ -8,7 +8,7 @@ from .build import BuildResult
 
 
 def builder_class(name: str):
-    from mlplatform.plugins import get_registry
+    from mlplatform.api import get_registry
 
     return get_registry().get("builder", name)
 

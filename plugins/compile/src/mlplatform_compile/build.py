@@ -9,8 +9,10 @@ compile -> verify against eager across the dynamic range -> time -> write artifa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import math
 import os
 import statistics
 import time
@@ -19,9 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import ArtifactError, ConfigError, MLPlatformError
+from mlplatform.api import (
+    ArtifactError,
+    ConfigError,
+    MLPlatformError,
+    from_options,
+    resolve_device,
+    resolve_dtype,
+)
 
 from . import model_source, naming, parity
+from .schemas import BuilderConfig, BuildJobConfig
 from .progress import Phases
 from .specs import InputSpec, ShapeSet, all_dims, concrete_shape, specs_to_json, verification_sets
 
@@ -36,6 +46,22 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "mlplatform" / "compile"
+
+
+def check_job_settings(job: BuildJobConfig, seed: Any) -> None:
+    """Values a type cannot rule out: a negative run count, a tolerance that accepts anything."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an int, got {seed!r}", "pass seed=0 (any integer)")
+    if job.benchmark_runs < 0:
+        raise ConfigError(
+            f"job.benchmark_runs is {job.benchmark_runs}; it counts timed runs",
+            "pass job.benchmark_runs=0 to skip timing, or a positive count",
+        )
+    if job.tolerance is not None and not (math.isfinite(job.tolerance) and job.tolerance > 0):
+        raise ConfigError(
+            f"job.tolerance is {job.tolerance}; it must be a positive, finite relative error",
+            "pass e.g. job.tolerance=1e-3, or job.tolerance=null for the dtype's default",
+        )
 
 
 def weights_fingerprint(state_dict: Mapping[str, Any]) -> str:
@@ -85,7 +111,13 @@ class NamedModule:
         args = [given[name] for name in self.input_names]
         with torch.no_grad():
             outputs = self.runner(*args)
-        return dict(zip(self.output_names, outputs, strict=False))
+        return parity.pair_outputs(
+            self.output_names,
+            outputs,
+            f"the module behind {self.input_names} -> {self.output_names}",
+            error=MLPlatformError,
+            fix="make the builder's run_forward return one output per model_output_names entry",
+        )
 
 
 @dataclass
@@ -140,8 +172,8 @@ class Build:
     model_forward = "forward"
     model_output_names: tuple[str, ...] = ("output",)
     map_function_skip_keys: tuple[str, ...] = ()
-    # build_kwargs used when the user gives none
-    default_build_kwargs: dict[str, Any] = {}
+    # the typed options of builder/<name>.yaml; its build_kwargs class holds the defaults
+    config_schema: type = BuilderConfig
     config_file: str | None = "config.json"
 
     def __init__(
@@ -163,29 +195,49 @@ class Build:
         tolerance: float | None = None,
         benchmark_runs: int = 3,
     ):
-        from mlplatform.device import resolve_device, resolve_dtype
-
-        self.hf_hub = str(hf_hub)
-        self.label = label or ""
+        # the same schemas Hydra checks job=build against: one set of accepted values
+        settings = from_options(
+            self.config_schema,
+            {
+                "name": self.name,
+                "hf_hub": str(hf_hub),
+                "label": label or "",
+                "random_weights": random_weights,
+                "model_kwargs": dict(model_kwargs or {}),
+                "build_kwargs": dict(build_kwargs or {}),
+            },
+            f"builder {self.name}",
+        )
+        job = from_options(
+            BuildJobConfig,
+            {
+                "name": "build",
+                "force": force,
+                "cache_dir": None if cache_dir is None else str(cache_dir),
+                "verify": verify,
+                "tolerance": tolerance,
+                "benchmark_runs": benchmark_runs,
+            },
+            "job",
+        )
+        check_job_settings(job, seed)
+        self.hf_hub = settings.hf_hub
+        self.label = settings.label
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
-        unknown = set(build_kwargs or {}) - set(self.default_build_kwargs)
-        if unknown:
-            raise ConfigError(
-                f"builder {self.name!r} got unknown build_kwargs {sorted(unknown)}",
-                f"it accepts: {', '.join(sorted(self.default_build_kwargs)) or 'none'}",
-            )
-        self.build_kwargs = {**self.default_build_kwargs, **dict(build_kwargs or {})}
-        self.model_kwargs = {k: v for k, v in dict(model_kwargs or {}).items() if v is not None}
+        self.build_kwargs = dataclasses.asdict(settings.build_kwargs)
+        self.model_kwargs = {
+            k: v for k, v in dataclasses.asdict(settings.model_kwargs).items() if v is not None
+        }
         self.backend = _make_backend(backend, backend_options)
-        self.random_weights = bool(random_weights)
-        self.seed = int(seed)
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        self.force = bool(force)
-        self.verify = bool(verify)
-        self.tolerance = parity.tolerance_for(self.dtype, tolerance)
-        self.benchmark_runs = int(benchmark_runs)
+        self.random_weights = settings.random_weights
+        self.seed = seed
+        self.cache_dir = Path(job.cache_dir).expanduser() if job.cache_dir else default_cache_dir()
+        self.force = job.force
+        self.verify = job.verify
+        self.tolerance = parity.tolerance_for(self.dtype, job.tolerance)
+        self.benchmark_runs = job.benchmark_runs
         self._source: model_source.ModelSource | None = None
         self._eager = None
 
@@ -361,7 +413,7 @@ class Build:
         """Everything that changes the compiled artifact; its hash is part of the name."""
         import torch
 
-        from mlplatform.device import device_fingerprint
+        from mlplatform.api import device_fingerprint
 
         fp = device_fingerprint(self.device)
         return {
@@ -379,7 +431,7 @@ class Build:
         }
 
     def artifact_name(self, digest: str) -> str:
-        from mlplatform.device import device_fingerprint
+        from mlplatform.api import device_fingerprint
 
         fields = naming.name_fields(
             device_fingerprint(self.device), self.dtype, self.label, self.model_type, self.ranges()
@@ -403,7 +455,7 @@ def _make_backend(backend: Any, options: Mapping[str, Any] | None):
                 "backend options given with a backend instance", "pass one or the other"
             )
         return backend
-    from mlplatform.plugins import get_registry
+    from mlplatform.api import get_registry
 
     cls = get_registry().get("backend", str(backend))
     try:
@@ -471,22 +523,29 @@ def check_parity(builder: Build, runner, eager, shape_sets: Sequence[ShapeSet]) 
         with torch.no_grad():
             reference = eager(*inputs)
             outputs = runner(*inputs)
+        not_saved = "the artifact was not saved"
+        names = builder.model_output_names
+        reference = parity.pair_outputs(
+            names, reference, f"the eager {builder.name} model at {shape_set.label} ({not_saved})",
+            error=MLPlatformError,
+            fix="make the builder's run_forward return one output per model_output_names entry",
+        )
+        outputs = parity.pair_outputs(
+            names, outputs, f"the {builder.backend.name} runner at {shape_set.label} ({not_saved})",
+            fix=f"fix the {builder.backend.name} backend: its runner must return one output per "
+            "model_output_names entry, in that order",
+        )
         results[shape_set.label] = {
             "sizes": shape_set.sizes,
-            "outputs": {
-                name: parity.compare(ref, out)
-                for name, ref, out in zip(
-                    builder.model_output_names, reference, outputs, strict=False
-                )
-            },
+            "outputs": {name: parity.compare(reference[name], outputs[name]) for name in names},
         }
     return results
 
 
 def run_build(builder: Build) -> BuildResult:
     """The pipeline behind `Build.__call__`; see the module docstring."""
-    from mlplatform.artifacts import staged_directory, write_manifest
-    from mlplatform.device import describe_device, device_fingerprint
+    from mlplatform.api import staged_directory, write_manifest
+    from mlplatform.api import describe_device, device_fingerprint
 
     from .loader import check_manifest, load_module
 
@@ -603,7 +662,7 @@ def run_build(builder: Build) -> BuildResult:
     if builder.backend.self_contained:
         module = load_module(artifact_dir, device=builder.device, builder=builder)
     else:
-        from mlplatform.artifacts import read_manifest
+        from mlplatform.api import read_manifest
 
         from .loader import CompiledModule
 

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
-from mlplatform.errors import ConfigError
+from mlplatform.api import MLPlatformError
+
+from .schemas import BuildJobConfig
 
 log = logging.getLogger(__name__)
-
-
-def _container(node: Any) -> dict[str, Any]:
-    from omegaconf import DictConfig, OmegaConf
-
-    if node is None:
-        return {}
-    if isinstance(node, DictConfig):
-        return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-    return dict(node)
 
 
 def _shape_order(item):
@@ -76,42 +69,34 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def run_build_job(cfg: Any) -> dict[str, Any]:
     """Build what `cfg.builder` / `cfg.backend` select; returns the summary dict (also saved as JSON)."""
-    from mlplatform.artifacts import atomic_write_json
-    from mlplatform.jobs import job_output_dir
+    from mlplatform.api import atomic_write_json, job_output_dir, to_schema
 
     from . import build
 
-    builder_cfg = _container(cfg.get("builder"))
-    backend_cfg = _container(cfg.get("backend"))
-    job_cfg = _container(cfg.get("job"))
-    if not builder_cfg.get("name"):
-        raise ConfigError("job=build needs a builder", "pass builder=NAME (job=plugins lists them)")
-    if not backend_cfg.get("name"):
-        raise ConfigError(
-            "job=build needs a backend", "pass backend=NAME (e.g. backend=aot_inductor)"
-        )
-    builder_name = builder_cfg.pop("name")
-    backend_name = backend_cfg.pop("name")
-    builder_cfg.pop("description", None)
+    job: BuildJobConfig = to_schema(cfg.job, "job")
+    builder = to_schema(cfg.builder, "builder")
+    backend = to_schema(cfg.backend, "backend")
+    builder_options = {k: v for k, v in dataclasses.asdict(builder).items() if k != "name"}
+    backend_options = {k: v for k, v in dataclasses.asdict(backend).items() if k != "name"}
     result = build(
-        builder_name,
-        backend_name,
-        backend_options=backend_cfg,
-        device=cfg.get("device", "auto"),
-        dtype=cfg.get("dtype", "float32"),
-        seed=int(cfg.get("seed", 0) or 0),
-        cache_dir=job_cfg.get("cache_dir"),
-        force=bool(job_cfg.get("force", False)),
-        verify=bool(job_cfg.get("verify", True)),
-        tolerance=job_cfg.get("tolerance"),
-        benchmark_runs=int(job_cfg.get("benchmark_runs", 3)),
-        **builder_cfg,
+        builder.name,
+        backend.name,
+        backend_options=backend_options,
+        device=cfg.device,
+        dtype=cfg.dtype,
+        seed=cfg.seed,
+        cache_dir=job.cache_dir,
+        force=job.force,
+        verify=job.verify,
+        tolerance=job.tolerance,
+        benchmark_runs=job.benchmark_runs,
+        **builder_options,
     )
     summary = summarize(result)
     print(format_summary(summary))
     try:
         atomic_write_json(job_output_dir() / "build_summary.json", summary)
-    except OSError as exc:  # the summary is a convenience; the artifact is what matters
+    except MLPlatformError as exc:  # the summary is a convenience; the artifact is what matters
         log.warning("could not write build_summary.json: %s", exc)
     log.debug("summary: %s", json.dumps(summary, default=str))
     return summary

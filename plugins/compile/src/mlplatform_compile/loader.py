@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import ArtifactError, DeviceError, MLPlatformError
+from mlplatform.api import ArtifactError, DeviceError, MLPlatformError
 
 from .specs import Dim, specs_from_json
 
@@ -30,7 +30,7 @@ def check_manifest(
     """Checksums, kind, torch version and device fingerprint; ArtifactError on any mismatch."""
     import torch
 
-    from mlplatform.artifacts import verify_artifact
+    from mlplatform.api import verify_artifact
 
     from .build import ARTIFACT_KIND
 
@@ -59,7 +59,7 @@ def check_manifest(
 def _device_for(manifest: dict[str, Any], device: Any):
     import torch
 
-    from mlplatform.device import device_fingerprint
+    from mlplatform.api import device_fingerprint
 
     built = manifest["device"]
     if device is None:
@@ -88,7 +88,7 @@ def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None
         root = root.parent
     manifest = check_manifest(root)
     device = _device_for(manifest, device)
-    from mlplatform.plugins import get_registry
+    from mlplatform.api import get_registry
 
     registry = get_registry()
     backend_info = manifest["backend"]
@@ -110,7 +110,7 @@ def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None
 
 
 def _builder_from_manifest(manifest: dict[str, Any], device):
-    from mlplatform.plugins import get_registry
+    from mlplatform.api import get_registry
 
     cls = get_registry().get("builder", manifest["builder"])
     args = dict(manifest["builder_args"])
@@ -218,4 +218,12 @@ class CompiledModule:
         args = self.check_inputs({**(inputs or {}), **named})
         with torch.no_grad():
             outputs = self.runner(*args)
-        return dict(zip(self.output_names, outputs, strict=False))
+        from .parity import pair_outputs
+
+        where = self.artifact_dir or self.manifest.get("name")
+        return pair_outputs(
+            self.output_names,
+            outputs,
+            f"the compiled module {where} does not match its manifest: it",
+            fix=f"rebuild it (job.force=true) or delete {where}",
+        )

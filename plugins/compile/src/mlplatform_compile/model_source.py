@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import ConfigError, ModelSourceError
+from mlplatform.api import ConfigError, ModelSourceError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def resolve(
             )
         return ModelSource(hf_hub, load_shipped_config(name), None, True, seed)
 
-    from mlplatform.sources import resolve_model_source
+    from mlplatform.api import resolve_model_source
 
     directory = resolve_model_source(
         hf_hub, subfolder=subfolder, revision=revision, required_file=config_file

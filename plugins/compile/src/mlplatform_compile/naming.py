@@ -67,7 +67,7 @@ def artifact_name(
     try:
         prefix = model_name.format(**fields)
     except KeyError as exc:
-        from mlplatform.errors import ConfigError
+        from mlplatform.api import ConfigError
 
         raise ConfigError(
             f"model_name {model_name!r} uses an unknown field {exc}",

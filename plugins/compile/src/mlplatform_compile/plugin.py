@@ -5,7 +5,7 @@ Imports stay light here (no torch) so listing plugins is fast; heavy modules loa
 
 from __future__ import annotations
 
-from mlplatform.hookspecs import hookimpl
+from mlplatform.api import hookimpl
 
 
 @hookimpl
@@ -17,14 +17,18 @@ def register_builders(registry):
         registry.add("builder", name, cls, description=doc.splitlines()[0] if doc else name)
 
 
-@hookimpl
-def register_compile_backends(registry):
+def _backend_classes():
     from .backends.aitemplate import AITemplateBackend
     from .backends.aot_inductor import AOTInductorBackend
     from .backends.eager import EagerBackend
     from .backends.inductor import InductorBackend
 
-    for cls in (EagerBackend, InductorBackend, AOTInductorBackend, AITemplateBackend):
+    return (EagerBackend, InductorBackend, AOTInductorBackend, AITemplateBackend)
+
+
+@hookimpl
+def register_compile_backends(registry):
+    for cls in _backend_classes():
         registry.add("backend", cls.name, cls, description=cls.description)
 
 
@@ -39,4 +43,13 @@ def register_jobs(registry):
 
 @hookimpl
 def register_config_groups(registry):
+    from .builders import BUILDERS
+    from .schemas import BuildJobConfig
+
     registry.add_config_package("mlplatform_compile.conf")
+    # every option's YAML names its schema first in its defaults list
+    registry.add_config_schema("job", "build", BuildJobConfig)
+    for name, cls in BUILDERS.items():
+        registry.add_config_schema("builder", name, cls.config_schema)
+    for cls in _backend_classes():
+        registry.add_config_schema("backend", cls.name, cls.config_schema)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mlplatform.errors import ConfigError
+from mlplatform.api import ConfigError
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,11 @@ def as_range(value: Any, name: str) -> tuple[int, int]:
 def pixel_dim(name: str, pixels: tuple[int, int], scale: int, multiple: int = 1) -> Dim:
     """A spatial dim given in pixels, expressed in the model's units (latents: pixels / scale)."""
     low, high = pixels
+    if scale < 1 or multiple < 1:
+        raise ConfigError(
+            f"{name}: scale factor {scale} and multiple {multiple} must be at least 1",
+            "check the builder's scale settings (e.g. build_kwargs.vae_scale_factor)",
+        )
     if low % scale or high % scale:
         raise ConfigError(
             f"resolution range ({low}, {high}) is not divisible by the model's scale factor {scale}",

@@ -66,7 +66,7 @@ def parse_policy(value: Any) -> bool | str:
     text = str(value).strip().lower()
     if text in {"auto", "true", "false", "1", "0", "on", "off", "yes", "no"}:
         return "auto" if text == "auto" else text in {"true", "1", "on", "yes"}
-    from mlplatform.errors import ConfigError
+    from mlplatform.api import ConfigError
 
     raise ConfigError(
         f"winograd must be auto, true or false, got {value!r}",

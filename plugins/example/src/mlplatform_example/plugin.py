@@ -1,19 +1,31 @@
-"""Hook implementations: what this plugin adds to mlplatform."""
+"""Hook implementations: what this plugin adds to mlplatform.
+
+It imports the core only through `mlplatform.api`, the public API for plugins.
+"""
 
 from __future__ import annotations
 
-from mlplatform import hookimpl
-from mlplatform.artifacts import atomic_write_text
-from mlplatform.jobs import job_output_dir
-from mlplatform.plugins import get_registry
+from mlplatform.api import (
+    ConfigError,
+    atomic_write_text,
+    get_registry,
+    hookimpl,
+    job_output_dir,
+    to_schema,
+)
 
 from . import greetings
+from .schemas import ExampleJobConfig, GreetingConfig
 
 
 def run_example_job(cfg):
-    """Greet `who` with the greeting chosen by `greeting=NAME`, and save it in the run dir."""
-    greet = get_registry().get("greeting", cfg.greeting.name)
-    text = greet(cfg.who)
+    """Greet `job.who` with the greeting chosen by `greeting=NAME`, and save it in the run dir."""
+    job: ExampleJobConfig = to_schema(cfg.job, "job")
+    greeting: GreetingConfig = to_schema(cfg.greeting, "greeting")
+    if job.repeat < 1:
+        raise ConfigError(f"job.repeat is {job.repeat}; it must be at least 1", "pass job.repeat=1")
+    greet = get_registry().get("greeting", greeting.name)
+    text = "\n".join([greet(job.who)] * job.repeat)
     path = atomic_write_text(job_output_dir() / "greeting.txt", text + "\n")
     print(text)
     print(f"saved to {path}")
@@ -28,6 +40,10 @@ def register_jobs(registry):
 @hookimpl
 def register_config_groups(registry):
     registry.add_config_package("mlplatform_example.conf")
+    # one schema per config option: the YAML names it first in its defaults list
+    registry.add_config_schema("job", "example", ExampleJobConfig)
+    for name in ("plain", "shout"):
+        registry.add_config_schema("greeting", name, GreetingConfig)
 
 
 @hookimpl

@@ -16,8 +16,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from mlplatform.errors import DeviceError
+from mlplatform.api import DeviceError
 
+from ..schemas import AITemplateConfig
 from .base import COMPILE_COUNT, Backend, CompileRequest
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,7 @@ class AITemplateBackend(Backend):
     )
     self_contained = True
 
-    def __init__(self, use_fp16_acc: bool = True, channels_last_io: bool = True, **options):
-        super().__init__(
-            use_fp16_acc=bool(use_fp16_acc), channels_last_io=bool(channels_last_io), **options
-        )
+    config_schema = AITemplateConfig
 
     def version(self) -> str:
         try:

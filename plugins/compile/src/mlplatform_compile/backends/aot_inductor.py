@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mlplatform.errors import ArtifactError, ConfigError
+from mlplatform.api import ArtifactError, ConfigError
 
+from ..schemas import AOTInductorConfig
 from ..specs import export_dynamic_shapes
 from ..winograd import describe, parse_policy, rewrite_convolutions
 from .base import COMPILE_COUNT, Backend, CompileRequest
@@ -28,21 +29,11 @@ class AOTInductorBackend(Backend):
     )
     self_contained = True
 
-    def __init__(
-        self,
-        freezing: bool = True,
-        max_autotune: bool = False,
-        inductor_configs: dict | None = None,
-        winograd: bool | str = False,
-        **options,
-    ):
-        super().__init__(
-            freezing=bool(freezing),
-            max_autotune=bool(max_autotune),
-            inductor_configs=dict(inductor_configs or {}),
-            winograd=parse_policy(winograd),
-            **options,
-        )
+    config_schema = AOTInductorConfig
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.options["winograd"] = parse_policy(self.options["winograd"])
 
     def inductor_configs(self) -> dict:
         configs = {

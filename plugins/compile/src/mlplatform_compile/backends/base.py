@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlplatform.api import from_options
+
+from ..schemas import BackendConfig
 from ..specs import InputSpec
 
 # counts real compilations in this process; tests use it to prove a cached build did not recompile
@@ -32,15 +35,23 @@ class CompileRequest:
 
 
 class Backend:
-    """Base class. Options come from the backend's config group (backend/NAME.yaml)."""
+    """Base class. Options come from the backend's config group (backend/NAME.yaml) and are
+    checked against `config_schema`, from the command line and from Python alike."""
 
     name = "base"
     description = ""
     # True when the artifact runs without the model's Python class (AOTInductor, AITemplate)
     self_contained = False
+    # the typed options of backend/<name>.yaml (a dataclass extending BackendConfig)
+    config_schema: type = BackendConfig
 
     def __init__(self, **options: Any):
-        self.options = dict(options)
+        self.settings = from_options(
+            self.config_schema, {**options, "name": self.name}, f"backend {self.name}"
+        )
+        self.options = {
+            key: value for key, value in vars(self.settings).items() if key != "name"
+        }
 
     def version(self) -> str:
         import torch

@@ -10,8 +10,9 @@ import logging
 import os
 from pathlib import Path
 
-from mlplatform.errors import ConfigError
+from mlplatform.api import ConfigError
 
+from ..schemas import InductorConfig
 from .base import COMPILE_COUNT, Backend, CompileRequest
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,15 @@ class InductorBackend(Backend):
     name = "inductor"
     description = "torch.compile with TorchInductor (needs the model's Python class to reload)"
 
-    def __init__(self, mode: str | None = None, fullgraph: bool = False, **options):
-        if mode not in MODES:
-            raise ConfigError(f"unknown torch.compile mode {mode!r}", f"use one of {MODES[1:]}")
-        super().__init__(mode=mode, fullgraph=fullgraph, **options)
+    config_schema = InductorConfig
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.options["mode"] not in MODES:
+            raise ConfigError(
+                f"unknown torch.compile mode {self.options['mode']!r}",
+                f"set backend.mode to null or one of {', '.join(MODES[1:])}",
+            )
 
     def _compiled(self, module, specs, example_inputs, cache_dir: Path):
         import torch
@@ -60,7 +66,7 @@ class InductorBackend(Backend):
         compiled = torch.compile(
             module,
             mode=self.options["mode"],
-            fullgraph=bool(self.options["fullgraph"]),
+            fullgraph=self.options["fullgraph"],
             dynamic=None,
         )
         mark_dynamic(specs, example_inputs)
@@ -87,7 +93,7 @@ class InductorBackend(Backend):
         module = rebuild()
         specs = specs_from_json(manifest["inputs"])
         compiled = torch.compile(
-            module, mode=self.options["mode"], fullgraph=bool(self.options["fullgraph"])
+            module, mode=self.options["mode"], fullgraph=self.options["fullgraph"]
         )
 
         def run(*inputs):

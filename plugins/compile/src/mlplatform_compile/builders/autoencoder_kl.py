@@ -8,6 +8,7 @@ multiples of the scale factor (exported as `scale * Dim`).
 from __future__ import annotations
 
 from ..build import Build
+from ..schemas import BuilderConfig
 from ..specs import Dim, InputSpec, as_range, pixel_dim
 
 
@@ -17,7 +18,7 @@ def vae_scale_factor(config) -> int:
 
 class _AutoencoderKLBuild(Build):
     model_name = "autoencoder_kl.{model_type}.{label}.b{batch}.r{resolution}.{dtype}.{device_tag}"
-    default_build_kwargs = {"batch_size": [1, 2], "resolution": [64, 128]}
+    config_schema = BuilderConfig
 
     def instantiate(self, config):
         from diffusers import AutoencoderKL

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlplatform.errors import ConfigError, ModelSourceError
+from mlplatform.api import ConfigError, ModelSourceError
 
 from .. import model_source
 from ..build import Build
+from ..schemas import ESRGANBuilderConfig
 from ..specs import Dim, InputSpec, as_range
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
@@ -47,7 +48,7 @@ class ESRGANBuilder(Build):
     model_type = "esrgan"
     model_name = "esrgan.{label}.b{batch}.r{resolution}.{dtype}.{device_tag}"
     model_output_names = ("upscaled",)
-    default_build_kwargs = {"batch_size": [1, 2], "resolution": [64, 256]}
+    config_schema = ESRGANBuilderConfig
     config_file = None
 
     def source(self):
@@ -111,7 +112,7 @@ class ESRGANBuilder(Build):
             )
         from huggingface_hub import hf_hub_download
 
-        from mlplatform.sources import hub_offline
+        from mlplatform.api import hub_offline
 
         try:
             return Path(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..build import Build
+from ..schemas import T5EncoderBuilderConfig, TextEncoderBuilderConfig
 from ..specs import Dim, InputSpec, as_range
 
 
@@ -31,7 +32,7 @@ class CLIPTextBuilder(_TextEncoderBuild):
     name = "clip_text"
     model_type = "clip_text"
     model_output_names = ("last_hidden_state", "pooler_output")
-    default_build_kwargs = {"batch_size": [1, 2], "sequence_length": 77}
+    config_schema = TextEncoderBuilderConfig
 
     def instantiate(self, config):
         from transformers import CLIPTextConfig, CLIPTextModel
@@ -55,7 +56,7 @@ class T5EncoderBuilder(_TextEncoderBuild):
     model_type = "t5_encoder"
     model_output_names = ("last_hidden_state",)
     # `shared.` and `encoder.embed_tokens.` are tied copies; the encoder owns what it uses
-    default_build_kwargs = {"batch_size": [1, 2], "sequence_length": [16, 512]}
+    config_schema = T5EncoderBuilderConfig
 
     def instantiate(self, config):
         from transformers import T5Config, T5EncoderModel

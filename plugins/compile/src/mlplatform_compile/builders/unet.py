@@ -4,7 +4,10 @@ with dynamic batch and resolution. Resolution is in pixels; the UNet sees VAE la
 
 from __future__ import annotations
 
+from mlplatform.api import ConfigError
+
 from ..build import Build
+from ..schemas import UNetBuilderConfig
 from ..specs import Dim, InputSpec, as_range, pixel_dim
 
 
@@ -17,12 +20,7 @@ class UNet2DConditionBuilder(Build):
         "unet_2d_condition.{label}.b{batch}.r{resolution}.t{sequence_length}.{dtype}.{device_tag}"
     )
     model_output_names = ("sample",)
-    default_build_kwargs = {
-        "batch_size": [1, 2],
-        "resolution": [512, 768],
-        "sequence_length": 77,
-        "vae_scale_factor": 8,
-    }
+    config_schema = UNetBuilderConfig
 
     def instantiate(self, config):
         from diffusers import UNet2DConditionModel
@@ -39,7 +37,12 @@ class UNet2DConditionBuilder(Build):
 
     def input_specs(self, config):
         multiple = 2 ** (len(config["block_out_channels"]) - 1)
-        scale = int(self.build_kwargs["vae_scale_factor"])
+        scale = self.build_kwargs["vae_scale_factor"]
+        if scale < 1:
+            raise ConfigError(
+                f"build_kwargs.vae_scale_factor is {scale}; it is the VAE's pixels per latent",
+                "pass builder.build_kwargs.vae_scale_factor=8 (Stable Diffusion's VAE)",
+            )
         pixels = as_range(self.build_kwargs["resolution"], "resolution")
         batch = Dim("batch", *as_range(self.build_kwargs["batch_size"], "batch_size"))
         sequence = Dim(
