@@ -20,13 +20,17 @@ from __future__ import annotations
 from .artifacts import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
+    artifact_lock,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     read_manifest,
+    remove_stale_staging,
+    require_keys,
     sha256_file,
     staged_directory,
+    storage_errors,
     verify_artifact,
     write_manifest,
 )
@@ -52,7 +56,7 @@ from .schemas import (
     from_options,
     to_schema,
 )
-from .sources import hub_offline, resolve_model_source
+from .sources import hub_offline, read_json_file, resolve_model_source
 
 __all__ = [
     # hooks and registry
@@ -83,6 +87,7 @@ __all__ = [
     # model sources
     "resolve_model_source",
     "hub_offline",
+    "read_json_file",
     # artifacts
     "MANIFEST_NAME",
     "MANIFEST_FORMAT",
@@ -92,8 +97,12 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "staged_directory",
+    "artifact_lock",
+    "remove_stale_staging",
+    "storage_errors",
     "write_manifest",
     "read_manifest",
+    "require_keys",
     "verify_artifact",
     # jobs
     "job_output_dir",

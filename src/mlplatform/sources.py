@@ -6,8 +6,10 @@ and a missing model is an error naming every place that was looked at.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from .errors import ModelSourceError
 
@@ -43,6 +45,35 @@ def resolve_model_source(
             "check the path, or give a Hugging Face repo id such as 'org/name'",
         )
     return _fetch_from_hub(text, subfolder=subfolder, revision=revision, required_file=required_file)
+
+
+def read_json_file(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+    """A user's JSON object file (a model's config.json, say), or a ModelSourceError naming the
+    file, the line and column of a syntax error, and the fix."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ModelSourceError(f"{what} file {path} does not exist", "check the path") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelSourceError(
+            f"{what} file {path} cannot be read: {exc}",
+            "check the file's permissions and that it is a UTF-8 text file",
+        ) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelSourceError(
+            f"{what} file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+            f"{exc.msg})",
+            "fix or re-download the file (save_pretrained writes a valid one)",
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelSourceError(
+            f"{what} file {path} holds a JSON {type(data).__name__}, not an object",
+            "fix or re-download the file (save_pretrained writes a valid one)",
+        )
+    return data
 
 
 def _check_dir(root: Path, subfolder: str | None, required_file: str | None, label: str) -> Path:

@@ -95,14 +95,14 @@ def resolve(
             )
         return ModelSource(hf_hub, load_shipped_config(name), None, True, seed)
 
-    from mlplatform.api import resolve_model_source
+    from mlplatform.api import read_json_file, resolve_model_source
 
     directory = resolve_model_source(
         hf_hub, subfolder=subfolder, revision=revision, required_file=config_file
     )
     config: dict[str, Any] = {}
     if config_file:
-        config = json.loads((directory / config_file).read_text())
+        config = read_json_file(directory / config_file, f"model config of {hf_hub!r}")
     if random_weights:
         log.warning(
             "%s: only the config of %s is used (%s)", hf_hub, directory, RANDOM_WEIGHTS_NOTE
