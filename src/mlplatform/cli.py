@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     from .config import (
         PRIMARY_CONFIG_NAME,
         check_choices,
-        explain_composition_error,
         check_override_syntax,
+        explain_composition_error,
         register_search_path,
         store_primary_config,
     )

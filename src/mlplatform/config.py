@@ -237,3 +237,19 @@ def _node_type(node: Any) -> str | None:
         nodes.StringNode: "str", nodes.EnumNode: "one of the enum's names",
     }
     return names.get(type(node))
+
+
+def compose_config(overrides: list[str], host: PluginHost | None = None) -> Any:
+    """The composed config `python -m mlplatform OVERRIDES` would run, in this process (for
+    tests and notebooks): the same primary config, schemas, plugin groups and checks."""
+    from hydra import compose, initialize_config_module
+
+    from .plugins import get_host
+
+    host = host or get_host()
+    check_override_syntax(overrides)
+    check_choices(overrides, host)
+    store_primary_config(host)
+    register_search_path(host)
+    with initialize_config_module(config_module=CORE_CONFIG_PACKAGE, version_base="1.3"):
+        return compose(config_name=PRIMARY_CONFIG_NAME, overrides=list(overrides))

@@ -68,7 +68,6 @@ def run_train_job(cfg: Any) -> Any:
 def run_plugins_job(cfg: Any) -> list[dict[str, Any]]:
     """Print every plugin with its distribution, version, registrations and failures."""
     from .plugins import describe, get_host
-
     from .schemas import to_schema
 
     host = get_host()

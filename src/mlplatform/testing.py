@@ -9,6 +9,10 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
+from .config import compose_config
+
+__all__ = ["compose_config", "make_distribution", "run_cli"]
+
 
 def run_cli(
     *args: str,

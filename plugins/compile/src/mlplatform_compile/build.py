@@ -10,6 +10,7 @@ compile -> verify against eager across the dynamic range -> time -> write artifa
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import math
@@ -31,8 +32,8 @@ from mlplatform.api import (
 )
 
 from . import model_source, naming, parity
-from .schemas import BuilderConfig, BuildJobConfig
 from .progress import Phases
+from .schemas import BuilderConfig, BuildJobConfig
 from .specs import InputSpec, ShapeSet, all_dims, concrete_shape, specs_to_json, verification_sets
 
 log = logging.getLogger("mlplatform_compile.build")
@@ -422,6 +423,9 @@ class Build:
             "model_forward": self.model_forward,
             "backend": self.backend.key(),
             "torch": torch.__version__,
+            # a new diffusers / transformers / spandrel / mlplatform release can change the
+            # traced graph, so each version is part of the key
+            "versions": library_versions(),
             "dtype": self.dtype,
             "device": {"kind": fp["kind"], "capability": fp["capability"]},
             "inputs": specs_to_json(self.specs()),
@@ -466,7 +470,8 @@ def _make_backend(backend: Any, options: Mapping[str, Any] | None):
         ) from exc
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Versions of every library whose code ends up in, or shapes, a compiled artifact."""
     import importlib.metadata as md
 
     out = {}
@@ -542,12 +547,20 @@ def check_parity(builder: Build, runner, eager, shape_sets: Sequence[ShapeSet]) 
     return results
 
 
-def run_build(builder: Build) -> BuildResult:
-    """The pipeline behind `Build.__call__`; see the module docstring."""
-    from mlplatform.api import staged_directory, write_manifest
-    from mlplatform.api import describe_device, device_fingerprint
+# errnos that mean the cache cannot be written (full, over quota, not ours, read-only)
+_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS}
+)
 
-    from .loader import check_manifest, load_module
+
+def run_build(builder: Build) -> BuildResult:
+    """The pipeline behind `Build.__call__`; see the module docstring.
+
+    The cache may be shared by parallel processes (a Hydra multirun, several users): the
+    artifact's lock is held from the cache check to the final swap, so a second process building
+    the same artifact waits, then finds and reuses the first one's result.
+    """
+    from mlplatform.api import artifact_lock, remove_stale_staging, storage_errors
 
     phases = Phases(builder.name or type(builder).__name__)
     with phases("resolve source"):
@@ -563,21 +576,82 @@ def run_build(builder: Build) -> BuildResult:
         artifact_dir = builder.cache_dir / name
     log.info("artifact: %s", artifact_dir)
 
-    if artifact_dir.exists() and not builder.force:
-        try:
-            with phases("load cached artifact"):
-                check_manifest(artifact_dir, expected_hash=digest)
-                module = load_module(artifact_dir, device=builder.device, builder=builder)
-            log.info("reused %s (no recompile; force=true rebuilds)", artifact_dir)
-            return BuildResult(name, artifact_dir, module.manifest, module, builder, cached=True)
-        except ArtifactError as exc:
-            log.warning("cached artifact is unusable, rebuilding it: %s", exc.problem)
+    with storage_errors("use the compile cache", builder.cache_dir, only=_STORAGE_ERRNOS):
+        with artifact_lock(artifact_dir):
+            removed = remove_stale_staging(artifact_dir)
+            if removed:
+                log.warning("removed %d leftover(s) of killed builds: %s", len(removed), removed)
+            if artifact_dir.exists() and not builder.force:
+                reused = reuse_cached(builder, artifact_dir, digest, eager_module, phases)
+                if reused is not None:
+                    return reused
+            return compile_and_save(builder, artifact_dir, key, eager_module, phases)
+
+
+def verified_within(manifest: Mapping[str, Any], tolerance: float) -> bool:
+    """True when the manifest holds parity figures and their worst error is within `tolerance`."""
+    figures = manifest.get("parity")
+    error = manifest.get("max_relative_error")
+    return (
+        bool(figures)
+        and isinstance(error, (int, float))
+        and math.isfinite(error)
+        and parity.worst(figures) <= tolerance
+        and error <= tolerance
+    )
+
+
+def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, phases):
+    """The cached artifact as a BuildResult, re-verified against eager when its manifest has no
+    parity figures (built with verify=false) or a looser tolerance than this build asks for;
+    None (after a warning) when it is unusable and must be rebuilt."""
+    from mlplatform.api import atomic_write_json
+
+    from .loader import check_manifest, load_module
+
+    try:
+        with phases("load cached artifact"):
+            check_manifest(artifact_dir, expected_hash=digest)
+            module = load_module(artifact_dir, device=builder.device, builder=builder)
+        manifest = module.manifest
+        if builder.verify and not verified_within(manifest, builder.tolerance):
+            shape_sets = verification_sets(builder.specs())
+            with phases(f"re-verify the cached artifact at {len(shape_sets)} shapes"):
+                figures = check_parity(builder, module.runner, eager_module, shape_sets)
+            error = parity.worst(figures)
+            if not error <= builder.tolerance:
+                raise ArtifactError(
+                    f"the cached artifact differs from eager by {error:.3g} (relative), above "
+                    f"the requested tolerance {builder.tolerance:g}",
+                    "it is rebuilt; pass job.tolerance=VALUE to accept a larger error",
+                )
+            manifest = {
+                **manifest,
+                "parity": figures,
+                "max_relative_error": error,
+                "tolerance": builder.tolerance,
+                "reverified_unix": int(time.time()),
+            }
+            atomic_write_json(artifact_dir / "manifest.json", manifest)
+            module.manifest = manifest
+            log.info("re-verified %s against eager: max relative error %.3g", artifact_dir, error)
+    except ArtifactError as exc:
+        log.warning("cached artifact is unusable, rebuilding it: %s", exc.problem)
+        return None
+    log.info("reused %s (no recompile; force=true rebuilds)", artifact_dir)
+    return BuildResult(artifact_dir.name, artifact_dir, manifest, module, builder, cached=True)
+
+
+def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phases) -> BuildResult:
+    """Compile, verify, time and write the artifact under the staging name, then swap it in."""
+    from mlplatform.api import read_manifest, staged_directory, write_manifest
+
+    from .backends.base import CompileRequest
+    from .loader import CompiledModule, load_module
 
     specs = builder.specs()
     shape_sets = verification_sets(specs)
     example = builder.make_inputs(next(s for s in shape_sets if s.label == "example").sizes)
-    from .backends.base import CompileRequest
-
     with staged_directory(artifact_dir) as staging:
         request = CompileRequest(
             module=eager_module,
@@ -594,80 +668,102 @@ def run_build(builder: Build) -> BuildResult:
         if builder.verify:
             with phases(f"verify against eager at {len(shape_sets)} shapes"):
                 figures = check_parity(builder, runner, eager_module, shape_sets)
-            error = parity.worst(figures)
-            if not error <= builder.tolerance:
-                raise ArtifactError(
-                    f"{builder.backend.name} output differs from eager by {error:.3g} (relative), "
-                    f"above the {builder.dtype} tolerance {builder.tolerance:g}; the artifact was "
-                    f"not saved. Per shape: { {k: {o: round(v['rel'], 8) for o, v in s['outputs'].items()} for k, s in figures.items()} }",
-                    "try another backend or backend options (e.g. freezing=false), a wider dtype, "
-                    "or accept the error explicitly with job.tolerance=VALUE",
-                )
+            check_within_tolerance(builder, figures)
         latency: dict[str, Any] = {}
         if builder.benchmark_runs > 0:
             with phases("time eager vs compiled"):
-                bench_sizes = next(s for s in shape_sets if s.label == "max").sizes
-                bench_inputs = builder.make_inputs(bench_sizes, seed=7)
-                eager_s, compiled_s = time_pair(
-                    eager_module, runner, bench_inputs, builder.benchmark_runs
-                )
-                latency = {
-                    "sizes": bench_sizes,
-                    "runs": builder.benchmark_runs,
-                    "eager_ms": round(eager_s * 1e3, 3),
-                    "compiled_ms": round(compiled_s * 1e3, 3),
-                    "speedup": round(eager_s / compiled_s, 3) if compiled_s > 0 else None,
-                }
-        fp = device_fingerprint(builder.device)
-        info = {
-            "kind": ARTIFACT_KIND,
-            "name": name,
-            "key_hash": digest,
-            "key": key,
-            "builder": builder.name,
-            "builder_args": {
-                "hf_hub": builder.hf_hub,
-                "label": builder.label,
-                "dtype": builder.dtype,
-                "build_kwargs": _plain(builder.build_kwargs),
-                "model_kwargs": _plain(builder.model_kwargs),
-                "random_weights": builder.random_weights,
-                "seed": builder.seed,
-            },
-            "model_type": builder.model_type,
-            "model_source": source.describe(),
-            "random_weights": source.random_weights,
-            "model_config": source.config,
-            "weights_sha256": builder.weights_fingerprint(),
-            "backend": {"name": builder.backend.name, **builder.backend.key()},
-            "backend_extra": _plain(request.extra),
-            "self_contained": builder.backend.self_contained,
-            "dtype": builder.dtype,
-            "device": {**fp, "description": describe_device(builder.device)},
-            "versions": _versions(),
-            "inputs": specs_to_json(specs),
-            "output_names": list(builder.model_output_names),
-            "ranges": {k: list(v) for k, v in builder.ranges().items()},
-            "tolerance": builder.tolerance,
-            "parity": figures,
-            "max_relative_error": parity.worst(figures) if figures else None,
-            "latency": latency,
-            "build_seconds": phases.timings,
-        }
-        if source.random_weights:
-            info["warning"] = model_source.RANDOM_WEIGHTS_NOTE
+                latency = measure_latency(builder, eager_module, runner, shape_sets)
+        info = manifest_info(builder, artifact_dir.name, key, request, figures, latency, phases)
         with phases("write artifact"):
             write_manifest(staging, info)
     log.info("[%s] built %s in %.1fs", phases.title, artifact_dir, phases.elapsed)
     if builder.backend.self_contained:
         module = load_module(artifact_dir, device=builder.device, builder=builder)
     else:
-        from mlplatform.api import read_manifest
-
-        from .loader import CompiledModule
-
         module = CompiledModule(runner, read_manifest(artifact_dir), builder.device, artifact_dir)
-    return BuildResult(name, artifact_dir, module.manifest, module, builder, cached=False)
+    return BuildResult(
+        artifact_dir.name, artifact_dir, module.manifest, module, builder, cached=False
+    )
+
+
+def check_within_tolerance(builder: Build, figures: dict[str, Any]) -> None:
+    error = parity.worst(figures)
+    if error <= builder.tolerance:
+        return
+    per_shape = {
+        label: {out: round(v["rel"], 8) for out, v in shape["outputs"].items()}
+        for label, shape in figures.items()
+    }
+    raise ArtifactError(
+        f"{builder.backend.name} output differs from eager by {error:.3g} (relative), above the "
+        f"{builder.dtype} tolerance {builder.tolerance:g}; the artifact was not saved. "
+        f"Per shape: {per_shape}",
+        "try another backend or backend options (e.g. freezing=false), a wider dtype, "
+        "or accept the error explicitly with job.tolerance=VALUE",
+    )
+
+
+def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[str, Any]:
+    """Eager vs compiled at the largest shape, interleaved (see time_pair)."""
+    bench_sizes = next(s for s in shape_sets if s.label == "max").sizes
+    bench_inputs = builder.make_inputs(bench_sizes, seed=7)
+    eager_s, compiled_s = time_pair(eager_module, runner, bench_inputs, builder.benchmark_runs)
+    return {
+        "sizes": bench_sizes,
+        "runs": builder.benchmark_runs,
+        "eager_ms": round(eager_s * 1e3, 3),
+        "compiled_ms": round(compiled_s * 1e3, 3),
+        "speedup": round(eager_s / compiled_s, 3) if compiled_s > 0 else None,
+    }
+
+
+def manifest_info(builder: Build, name, key, request, figures, latency, phases) -> dict[str, Any]:
+    """Everything the manifest records besides the file checksums write_manifest adds."""
+    from mlplatform.api import describe_device, device_fingerprint
+
+    source = builder.source()
+    info = {
+        "kind": ARTIFACT_KIND,
+        "name": name,
+        "key_hash": naming.key_hash(key),
+        "key": key,
+        "builder": builder.name,
+        "builder_args": {
+            "hf_hub": builder.hf_hub,
+            "label": builder.label,
+            "dtype": builder.dtype,
+            "build_kwargs": _plain(builder.build_kwargs),
+            "model_kwargs": _plain(builder.model_kwargs),
+            "random_weights": builder.random_weights,
+            "seed": builder.seed,
+        },
+        "model_type": builder.model_type,
+        "model_source": source.describe(),
+        "random_weights": source.random_weights,
+        "model_config": source.config,
+        "weights_sha256": builder.weights_fingerprint(),
+        "backend": {"name": builder.backend.name, **builder.backend.key()},
+        "backend_extra": _plain(request.extra),
+        "self_contained": builder.backend.self_contained,
+        "dtype": builder.dtype,
+        "device": {
+            **device_fingerprint(builder.device),
+            "description": describe_device(builder.device),
+        },
+        "versions": library_versions(),
+        "inputs": specs_to_json(request.specs),
+        "output_names": list(builder.model_output_names),
+        "ranges": {k: list(v) for k, v in builder.ranges().items()},
+        "tolerance": builder.tolerance,
+        "verified": bool(figures),
+        "parity": figures,
+        "max_relative_error": parity.worst(figures) if figures else None,
+        "latency": latency,
+        "build_seconds": phases.timings,
+    }
+    if source.random_weights:
+        info["warning"] = model_source.RANDOM_WEIGHTS_NOTE
+    return info
 
 
 def _plain(obj: Any) -> Any:

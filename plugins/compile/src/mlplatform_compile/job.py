@@ -30,6 +30,7 @@ def summarize(result) -> dict[str, Any]:
         "random_weights": result.random_weights,
         "dtype": manifest["dtype"],
         "device": manifest["device"].get("description"),
+        "verified": bool(manifest.get("parity")),
         "max_relative_error": manifest.get("max_relative_error"),
         "tolerance": manifest.get("tolerance"),
         "parity": {
@@ -52,10 +53,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  builder={summary['builder']} backend={summary['backend']} dtype={summary['dtype']} "
         f"device={summary['device']}"
     )
-    lines.append(
-        f"  parity vs eager (max relative error {summary['max_relative_error']}, "
-        f"tolerance {summary['tolerance']}):"
-    )
+    if not summary["verified"]:
+        lines.append("  parity vs eager: NOT VERIFIED (built with job.verify=false)")
+    else:
+        lines.append(
+            f"  parity vs eager (max relative error {summary['max_relative_error']:.3g}, "
+            f"tolerance {summary['tolerance']:g}):"
+        )
     for label, outputs in summary["parity"].items():
         lines.append(f"    {label:<11} " + ", ".join(f"{k}={v:.3g}" for k, v in outputs.items()))
     lat = summary["latency"]

@@ -46,7 +46,8 @@ def check_manifest(
             f"{root} was built from different inputs (key {manifest.get('key_hash')}, expected {expected_hash})",
             fix,
         )
-    built_with = manifest.get("versions", {}).get("torch")
+    check_manifest_fields(manifest, root)
+    built_with = manifest["versions"].get("torch")
     if built_with != torch.__version__:
         raise ArtifactError(
             f"{root} was built with torch {built_with}, this is torch {torch.__version__}; compiled "
@@ -54,6 +55,44 @@ def check_manifest(
             fix,
         )
     return manifest
+
+
+# the fields loading and reporting read: a manifest without one of them is a corrupt artifact
+MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "key_hash": str,
+    "builder": str,
+    "builder_args": dict,
+    "model_source": dict,
+    "weights_sha256": str,
+    "backend": dict,
+    "backend_extra": dict,
+    "dtype": str,
+    "device": dict,
+    "versions": dict,
+    "inputs": list,
+    "output_names": list,
+    "tolerance": (int, float),
+    "parity": dict,
+    "latency": dict,
+}
+
+
+def check_manifest_fields(manifest: dict[str, Any], root: Path) -> None:
+    """Every field this loader reads, with its type, so a hand-edited or older manifest is an
+    ArtifactError (rebuilt by build()) rather than a KeyError that blocks every later build."""
+    from mlplatform.api import require_keys
+
+    require_keys(manifest, MANIFEST_FIELDS, root)
+    require_keys(manifest["backend"], {"name": str}, f"{root} (backend)")
+    require_keys(manifest["device"], {"kind": str, "capability": str}, f"{root} (device)")
+    try:
+        specs_from_json(manifest["inputs"])
+    except (KeyError, TypeError, ValueError, MLPlatformError) as exc:
+        raise ArtifactError(
+            f"the manifest of {root} has malformed inputs: {type(exc).__name__}: {exc}",
+            f"rebuild it (job.force=true) or delete {root}",
+        ) from exc
 
 
 def _device_for(manifest: dict[str, Any], device: Any):
