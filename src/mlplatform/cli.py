@@ -19,7 +19,6 @@ from .errors import ConfigError, MLPlatformError
 log = logging.getLogger("mlplatform")
 
 EXIT_BAD_INPUT = 2
-_crashed = False
 
 
 def _verbose(cfg: Any = None) -> bool:
@@ -59,16 +58,17 @@ def run_job(cfg: Any) -> Any:
 
 
 def _task(cfg: Any) -> Any:
-    global _crashed
+    """Run the job. Bad input propagates as MLPlatformError, which main() reports: a launcher
+    (joblib, submitit, Ray) hands a job's exception back to the CLI process, where a sys.exit
+    inside the job would look like a crashed worker. Any other exception is marked as a crash
+    (the mark survives pickling), so it is never mistaken for a composition error."""
     try:
         return run_job(cfg)
     except MLPlatformError as exc:
-        if _verbose(cfg):
-            raise
-        _report(exc)
-        sys.exit(EXIT_BAD_INPUT)
-    except Exception:
-        _crashed = True
+        exc.mlplatform_verbose = _verbose(cfg)  # type: ignore[attr-defined]  (hydra.verbose=true)
+        raise
+    except Exception as exc:
+        exc.mlplatform_job_crashed = True  # type: ignore[attr-defined]
         raise
 
 
@@ -115,8 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         entry()
+    except MLPlatformError as exc:
+        if user_wants_traceback or getattr(exc, "mlplatform_verbose", False):
+            traceback.print_exc()
+        _report(exc)
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:
-        explained = None if _crashed else explain_composition_error(exc)
+        crashed = getattr(exc, "mlplatform_job_crashed", False)
+        explained = None if crashed else explain_composition_error(exc)
         if explained is None or user_wants_traceback:
             traceback.print_exc()
             sys.exit(1 if explained is None else EXIT_BAD_INPUT)

@@ -37,9 +37,11 @@ and tiny_vae, tiny_unet, tiny_clip_text, tiny_t5, tiny_esrgan (for tests and the
 A build from random weights says so in its name (`.random_weights`), manifest and printed output.
 
 Extending: subclass `Build` (set model_name, model_type, model_forward, model_output_names,
-map_function / map_function_skip_keys, instantiate / from_pretrained / input_specs) or `Backend`
-(compile / load) and register it from your plugin's `register_builders` /
-`register_compile_backends` hook.
+map_function / map_function_skip_keys, instantiate / from_pretrained / input_specs, and
+`config_schema`, a BuilderConfig subclass) or `Backend` (compile / load, `config_schema`: a
+BackendConfig subclass) and register it from your plugin's `register_builders` /
+`register_compile_backends` hook, its schema with `registry.add_config_schema(...)` from
+`register_config_groups`.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from .api import build, builder_class, eager_model  # noqa: E402
 from .backends.base import Backend, CompileRequest  # noqa: E402
 from .build import Build, BuildResult  # noqa: E402
 from .loader import CompiledModule, InputError, load_module  # noqa: E402
+from .schemas import BackendConfig, BuilderConfig, BuildJobConfig  # noqa: E402
 from .specs import Dim, InputSpec  # noqa: E402
 
 __all__ = [
@@ -60,6 +63,9 @@ __all__ = [
     "Build",
     "BuildResult",
     "Backend",
+    "BackendConfig",
+    "BuilderConfig",
+    "BuildJobConfig",
     "CompileRequest",
     "CompiledModule",
     "InputError",

@@ -26,6 +26,7 @@ from mlplatform.api import (
     ArtifactError,
     ConfigError,
     MLPlatformError,
+    ModelSourceError,
     from_options,
     resolve_device,
     resolve_dtype,
@@ -328,11 +329,7 @@ class Build:
         import torch
 
         source = self.source()
-        if source.random_weights:
-            torch.manual_seed(source.seed)
-            model = self.instantiate(source.config)
-        else:
-            model = self.from_pretrained(source.directory)
+        model = self._load_model(source)
         model = self.prepare(model.eval().requires_grad_(False))
         mapped = self.map_weights(model.state_dict())
         model = self.prune(model)
@@ -350,6 +347,29 @@ class Build:
         self._weights_fingerprint = weights_fingerprint(mapped)
         self._eager = model
         return model
+
+    def _load_model(self, source: model_source.ModelSource):
+        """instantiate / from_pretrained, with a user's broken model files (truncated weights,
+        weights missing, a config the model class rejects) reported as a ModelSourceError."""
+        import torch
+
+        try:
+            if source.random_weights:
+                torch.manual_seed(source.seed)
+                return self.instantiate(source.config)
+            return self.from_pretrained(source.directory)
+        except MLPlatformError:
+            raise
+        except Exception as exc:  # the loaders raise OSError, ValueError, SafetensorError, ...
+            what = "its config" if source.random_weights else f"the model in {source.directory}"
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise ModelSourceError(
+                f"builder {self.name!r} could not load {what} ({self.hf_hub}): "
+                f"{type(exc).__name__}: {detail}",
+                "check that the directory holds a complete save_pretrained output (config.json "
+                "and its weights, *.safetensors or *.bin), re-download or re-save it, or pass "
+                "--verbose for the traceback",
+            ) from exc
 
     def weights_fingerprint(self) -> str:
         self.load_eager()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ArtifactError, DeviceError, MLPlatformError
+from mlplatform.api import ArtifactError, ConfigError, DeviceError, MLPlatformError
 
 from .specs import Dim, specs_from_json
 
@@ -127,11 +127,7 @@ def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None
         root = root.parent
     manifest = check_manifest(root)
     device = _device_for(manifest, device)
-    from mlplatform.api import get_registry
-
-    registry = get_registry()
-    backend_info = manifest["backend"]
-    backend = registry.get("backend", backend_info["name"])(**backend_info.get("options", {}))
+    backend = _backend_for(manifest, builder)
 
     def rebuild():
         eager_builder = builder or _builder_from_manifest(manifest, device)
@@ -146,6 +142,24 @@ def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None
     if manifest.get("random_weights"):
         log.warning("%s: %s", root.name, manifest.get("warning", "random weights"))
     return CompiledModule(runner, manifest, device, root)
+
+
+def _backend_for(manifest: dict[str, Any], builder: Any):
+    """The backend that built the artifact: the builder's own instance when it is that backend
+    (a custom Backend object need not be registered), else a registered one with its options."""
+    from mlplatform.api import get_registry
+
+    info = manifest["backend"]
+    own = getattr(builder, "backend", None)
+    if own is not None and own.name == info["name"] and own.options == info.get("options"):
+        return own
+    try:
+        return get_registry().get("backend", info["name"])(**info.get("options", {}))
+    except ConfigError as exc:  # options an older plugin version wrote
+        raise ArtifactError(
+            f"the manifest's options for backend {info['name']!r} are not valid now: {exc.problem}",
+            "rebuild the artifact (job.force=true)",
+        ) from exc
 
 
 def _builder_from_manifest(manifest: dict[str, Any], device):

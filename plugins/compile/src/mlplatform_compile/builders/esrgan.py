@@ -27,7 +27,13 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+            raise ModelSourceError(
+                f"{path} could not be read as safetensors ({type(exc).__name__}: {exc})",
+                "re-download or re-export the weights file; it is truncated or not safetensors",
+            ) from exc
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
