@@ -38,15 +38,21 @@ def make_distribution(
     modules: dict[str, str],
     entry_points: dict[str, str],
     version: str = "0.1.0",
+    files: dict[str, str] | None = None,
 ) -> Path:
     """Write an installed distribution (modules plus a .dist-info with `mlplatform` entry points)
-    under `root`; put `root` on PYTHONPATH to install it."""
+    under `root`; put `root` on PYTHONPATH to install it. `files` are other package data by
+    relative path (e.g. a config group's YAML: "my_plugin/conf/backend/x.yaml")."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for module, source in modules.items():
         path = root / (module.replace(".", "/") + ".py")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(source))
+    for relative, text in (files or {}).items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
     dist_info = root / f"{name.replace('-', '_')}-{version}.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
