@@ -196,7 +196,7 @@ def run_child(job: dict) -> dict:
     import mlplatform_compile
     import torch
 
-    from mlplatform.errors import DeviceError, MLPlatformError
+    from mlplatform.api import DeviceError, MLPlatformError
 
     for library in ("diffusers", "transformers", "spandrel"):  # imported lazily by the builders:
         try:  # import them now, so that the memory baseline below includes them

@@ -1,7 +1,8 @@
 """mlplatform: one plugin registry and one Hydra configuration for four kinds of ML work.
 
-The public API a plugin uses is re-exported here; everything else is internal. Importing this
-package does not import torch.
+The public API for plugins is `mlplatform.api` (registry lookup, typed configs, device and dtype
+policy, model sources, artifacts, the run dir, errors); this package re-exports its hook marker
+and errors. Everything else is internal. Importing either does not import torch.
 """
 
 from __future__ import annotations
