@@ -19,7 +19,8 @@ def register_jobs(registry):
 
 @hookspec
 def register_config_groups(registry):
-    """Add a package of Hydra config groups: registry.add_config_package("pkg.conf")."""
+    """Add a package of Hydra config groups: registry.add_config_package("pkg.conf"), and the
+    schema of each option: registry.add_config_schema(group, name, DataclassType)."""
 
 
 @hookspec
