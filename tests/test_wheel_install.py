@@ -14,7 +14,9 @@ def test_example_plugin_from_a_wheel_brings_its_config_groups(cli, tmp_path):
     source = tmp_path / "src"
     shutil.copytree(REPO / "plugins" / "example", source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
     # a config option that exists only in this wheel proves where Hydra reads the groups from
-    (source / "src/mlplatform_example/conf/greeting/wheel_only.yaml").write_text("name: shout\n")
+    (source / "src/mlplatform_example/conf/greeting/wheel_only.yaml").write_text(
+        "defaults:\n  - /schema/greeting/base@_here_\n  - _self_\nname: shout\n"
+    )
     wheels, site = tmp_path / "wheels", tmp_path / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)

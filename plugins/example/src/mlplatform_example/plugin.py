@@ -42,8 +42,8 @@ def register_config_groups(registry):
     registry.add_config_package("mlplatform_example.conf")
     # one schema per config option: the YAML names it first in its defaults list
     registry.add_config_schema("job", "example", ExampleJobConfig)
-    for name in ("plain", "shout"):
-        registry.add_config_schema("greeting", name, GreetingConfig)
+    # every greeting option has the same fields: one schema they all name
+    registry.add_config_schema("greeting", "base", GreetingConfig)
 
 
 @hookimpl
