@@ -33,3 +33,52 @@ def aot_vae(compile_cache):
     from mlplatform_compile import build
 
     return build("vae_decode", "aot_inductor", cache_dir=compile_cache, **TINY_DECODE)
+
+
+STATE_DICT_FILE = "weights.pt"
+
+
+def _state_dict_backend():
+    import copy
+
+    import torch
+    from mlplatform_compile import Backend
+
+    class StateDictBackend(Backend):
+        """A test backend whose artifact has a real payload file and no compiler: the eager
+        module's state dict, saved with torch.save and loaded back into the rebuilt model."""
+
+        name = "test_state_dict"
+        payload = STATE_DICT_FILE
+
+        def compile(self, request):
+            torch.save(request.module.state_dict(), request.staging_dir / STATE_DICT_FILE)
+            # verify what was written, as aot_inductor does
+            return self.load(
+                request.staging_dir, {}, request.device, lambda: copy.deepcopy(request.module)
+            )
+
+        def load(self, artifact_dir, manifest, device, rebuild):
+            module = rebuild()
+            weights = torch.load(
+                artifact_dir / STATE_DICT_FILE, map_location=device, weights_only=True
+            )
+            module.load_state_dict(weights)
+            return module
+
+    return StateDictBackend
+
+
+@pytest.fixture
+def state_dict_backend(monkeypatch):
+    """The StateDictBackend class, registered as backend `test_state_dict` for this test (so
+    `load_module` and cached builds find it by the name in the manifest)."""
+    import dataclasses
+
+    from mlplatform.api import get_registry
+
+    cls = _state_dict_backend()
+    backends = get_registry().entries["backend"]
+    entry = dataclasses.replace(backends["eager"], name=cls.name, obj=cls, source="tests")
+    monkeypatch.setitem(backends, cls.name, entry)
+    return cls

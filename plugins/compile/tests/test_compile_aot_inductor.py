@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,26 +43,50 @@ def test_compiled_module_matches_eager_on_a_non_square_shape(aot_vae):
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4
 
 
-def test_reload_in_a_fresh_process(aot_vae, tmp_path):
-    inputs = aot_vae.example_inputs("non_square", seed=5)
-    expected = aot_vae.eager_module(inputs)["image"]
-    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
+MODEL_LIBRARIES = ("diffusers", "transformers")
+
+
+def load_without_model_libraries(artifact_dir, io_path, output: str) -> subprocess.CompletedProcess:
+    """In a fresh process where `import diffusers` / `import transformers` raise ImportError
+    (so neither the libraries nor the model's Python class can be used), load the artifact, run
+    it on the saved inputs and print the relative error against the saved expected output, and
+    which of those libraries ended up in sys.modules."""
     script = textwrap.dedent(f"""
-        import sys, torch
-        import diffusers  # noqa: F401  -- not needed; proves nothing depends on importing it first
+        import json, sys
+        for name in {MODEL_LIBRARIES!r}:
+            sys.modules[name] = None  # any import of it (or a submodule) now raises ImportError
+        try:
+            import diffusers  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            sys.exit("the import block does not work")
+        import torch
         from mlplatform_compile import load_module
-        m = load_module({str(aot_vae.artifact_dir)!r})
-        data = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
-        out = m(data["inputs"])["image"]
-        err = ((out - data["expected"]).abs().max() / data["expected"].abs().max()).item()
-        print("REL", err)
-        sys.exit(0 if err < 1e-4 else 1)
+        module = load_module({str(artifact_dir)!r})
+        data = torch.load({str(io_path)!r}, weights_only=True)
+        out = module(data["inputs"])[{output!r}]
+        expected = data["expected"]
+        rel = ((out - expected).abs().max() / expected.abs().max()).item()
+        loaded = sorted(n for n, m in sys.modules.items()
+                        if m is not None and n.split(".")[0] in {MODEL_LIBRARIES!r})
+        print("RESULT " + json.dumps({{"rel": rel, "loaded": loaded}}))
     """)
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
     )
+
+
+def test_reload_in_a_fresh_process(aot_vae, tmp_path):
+    """A self-contained AOTInductor artifact loads and runs without diffusers or transformers."""
+    inputs = aot_vae.example_inputs("non_square", seed=5)
+    expected = aot_vae.eager_module(inputs)["image"]  # computed here, in the parent
+    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
+    proc = load_without_model_libraries(aot_vae.artifact_dir, tmp_path / "io.pt", "image")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "REL" in proc.stdout
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert result["loaded"] == []
+    assert result["rel"] < 1e-4
 
 
 def test_second_build_reuses_the_artifact(aot_vae, compile_cache, tiny_decode):
@@ -115,15 +140,27 @@ def test_inputs_are_checked_before_running(aot_vae):
     assert module(latent=ok)["image"].shape == (1, 3, 32, 32)
 
 
-def test_inductor_build_and_reload(compile_cache, tiny_decode):
+def test_inductor_build_and_reload(compile_cache, tiny_decode, tmp_path):
     # encoder pixels must be multiples of the scale factor: a range torch.compile rejected when
     # the dims were marked with mark_dynamic's hard bounds
-    result = build(
-        "vae_encode",
-        "inductor",
-        cache_dir=compile_cache,
-        **{**tiny_decode, "build_kwargs": {"batch_size": [1, 2], "resolution": [32, 48]}},
+    kwargs = {**tiny_decode, "build_kwargs": {"batch_size": [1, 2], "resolution": [32, 48]}}
+    # built in a fresh process, as a job builds it: inductor keys its cache entries on process
+    # state, and after this session's AOTInductor compiles it writes entries that a fresh
+    # process does not find (torch 2.14; see the cache check below)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from mlplatform_compile import build; "
+            f"build('vae_encode', 'inductor', cache_dir={str(compile_cache)!r}, **{kwargs!r})",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
+    assert built.returncode == 0, built.stdout + built.stderr
+    result = build("vae_encode", "inductor", cache_dir=compile_cache, **kwargs)
+    assert result.cached is True  # the same artifact, reused here
     assert result.manifest["max_relative_error"] <= 1e-4
     assert {"min", "max", "non_square"} <= set(result.manifest["parity"])
     inputs = result.example_inputs("non_square")
@@ -131,7 +168,42 @@ def test_inductor_build_and_reload(compile_cache, tiny_decode):
     reloaded = load_module(result.artifact_dir)
     out = reloaded(inputs)["latent"]
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4
-    assert os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+    # the artifact is a manifest plus inductor's persistent cache: the manifest names the cache,
+    # the build filled it, and a fresh process that knows only the artifact path (no
+    # TORCHINDUCTOR_CACHE_DIR in its environment) compiles from it: cache hits, no misses
+    cache = Path(result.manifest["backend_extra"]["inductor_cache_dir"])
+    assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*")), cache
+    inputs = result.example_inputs("example", seed=5)  # the shape compiled at build time
+    expected = result.eager_module(inputs)["latent"]
+    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(f"""
+        import json, os, torch
+        from mlplatform_compile import load_module
+        module = load_module({str(result.artifact_dir)!r})
+        # after load_module: importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to torch's
+        # default, and the loader only applies the manifest's cache dir when none is set
+        from torch._dynamo.utils import counters
+        data = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
+        out = module(data["inputs"])["latent"]
+        expected = data["expected"]
+        print("RESULT " + json.dumps({{
+            "rel": ((out - expected).abs().max() / expected.abs().max()).item(),
+            "cache_dir": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+            "hits": counters["inductor"]["fxgraph_cache_hit"]
+                    + counters["aot_autograd"]["autograd_cache_hit"],
+            "misses": counters["inductor"]["fxgraph_cache_miss"],
+        }}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fresh = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert fresh["cache_dir"] == str(cache)
+    assert fresh["hits"] > 0 and fresh["misses"] == 0, fresh
+    assert fresh["rel"] < 1e-4
 
 
 def test_encoder_exports_pixels_as_multiples_of_the_scale_factor(compile_cache, tiny_decode):

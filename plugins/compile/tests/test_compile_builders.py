@@ -138,11 +138,13 @@ def test_missing_local_model_offline_is_a_clear_error(tmp_path):
         run("vae_decode", "nobody/no-such-model", tmp_path)
 
 
-def build_tiny_eager(cache_dir):
-    """An eager tiny-VAE decoder artifact (no compiler): for tests that tamper with its manifest."""
+def build_tiny_saved(cache_dir):
+    """A tiny-VAE decoder artifact with a real payload file and no compiler: the conftest's
+    `test_state_dict` backend writes the weights with torch.save and runs what it loads back.
+    (An eager artifact is only manifest.json, so there would be no checksum to verify.)"""
     return build(
         "vae_decode",
-        "eager",
+        "test_state_dict",
         cache_dir=cache_dir,
         benchmark_runs=0,
         hf_hub="builtin:tiny_vae",
@@ -151,59 +153,118 @@ def build_tiny_eager(cache_dir):
     )
 
 
-def test_mismatched_cached_artifact_is_rebuilt(tmp_path):
-    first = build_tiny_eager(tmp_path)
+def assert_payload_verified(result, backend):
+    """The manifest lists the payload with its real sha256, and the module runs what it holds."""
+    from mlplatform.api import sha256_file
+
+    payload = result.artifact_dir / backend.payload
+    assert list(result.manifest["files"]) == [backend.payload]
+    assert result.manifest["files"][backend.payload]["sha256"] == sha256_file(payload)
+    inputs = result.example_inputs("non_square")
+    torch.testing.assert_close(
+        load_module(result.artifact_dir)(inputs)["image"],
+        result.eager_module(inputs)["image"],
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_mismatched_cached_artifact_is_rebuilt(tmp_path, state_dict_backend):
+    first = build_tiny_saved(tmp_path)
+    assert_payload_verified(first, state_dict_backend)
     manifest_path = first.artifact_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest["versions"]["torch"] = "0.0.1"
     manifest_path.write_text(json.dumps(manifest))
-    second = build_tiny_eager(tmp_path)
+    second = build_tiny_saved(tmp_path)
     assert second.cached is False and second.artifact_dir == first.artifact_dir
     assert json.loads(manifest_path.read_text())["versions"]["torch"] == torch.__version__
-    third = build_tiny_eager(tmp_path)
+    third = build_tiny_saved(tmp_path)
     assert third.cached is True
-    assert load_module(third.artifact_dir)(third.example_inputs("min"))["image"].shape == (
-        1,
-        3,
-        32,
-        32,
-    )
+    assert_payload_verified(third, state_dict_backend)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "error"),
+    [
+        ("flip", "does not match its sha256 checksum"),
+        ("truncate", "bytes, the manifest says"),
+        ("delete", "is missing"),
+    ],
+)
+def test_altered_payload_is_refused_by_name_then_rebuilt(
+    tmp_path, state_dict_backend, tamper, error
+):
+    from mlplatform.api import ArtifactError, sha256_file
+
+    first = build_tiny_saved(tmp_path)
+    payload = first.artifact_dir / state_dict_backend.payload
+    original = payload.read_bytes()
+    if tamper == "flip":
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0xFF
+        payload.write_bytes(bytes(data))
+    elif tamper == "truncate":
+        payload.write_bytes(original[:-16])
+    else:
+        payload.unlink()
+    with pytest.raises(ArtifactError, match=error) as info:
+        load_module(first.artifact_dir)
+    assert f"artifact file {payload} " in str(info.value)  # names the file
+    second = build_tiny_saved(tmp_path)
+    assert second.cached is False and second.artifact_dir == first.artifact_dir
+    assert sha256_file(payload) == second.manifest["files"][state_dict_backend.payload]["sha256"]
+    assert_payload_verified(second, state_dict_backend)
 
 
 def test_run_build_job_from_composed_config(tmp_path, capsys, monkeypatch):
-    from hydra import compose, initialize_config_module
     from mlplatform_compile.job import run_build_job
 
+    from mlplatform.testing import compose_config
+
     monkeypatch.chdir(tmp_path)
-    with initialize_config_module(config_module="mlplatform_compile.conf", version_base="1.3"):
-        cfg = compose(
-            config_name="job/build",
-            overrides=[
-                "backend=eager",
-                f"job.cache_dir={tmp_path / 'cache'}",
-                "job.benchmark_runs=1",
-                "+device=cpu",
-                "+dtype=float32",
-                "+seed=0",
-            ],
-        )
+    cfg = compose_config(
+        [
+            "job=build",
+            "backend=eager",
+            f"job.cache_dir={tmp_path / 'cache'}",
+            "job.benchmark_runs=1",
+            "device=cpu",
+        ]
+    )
     assert (
         cfg.job.name == "build" and cfg.builder.name == "vae_decode" and cfg.backend.name == "eager"
     )
+    # eager against itself is always exactly 0, which a stubbed check would report too: perturb
+    # the eager runner by a known relative error, so the figures the job records and prints must
+    # be the measured ones
+    from mlplatform_compile.backends.eager import EagerBackend
+
+    delta = 2e-5
+
+    def perturbed(self, request):
+        return lambda *inputs: tuple(o + delta * o.abs().max() for o in request.module(*inputs))
+
+    monkeypatch.setattr(EagerBackend, "compile", perturbed)
     summary = run_build_job(cfg)
     printed = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in printed and summary["artifact"] in printed and "latency" in printed
     assert summary["random_weights"] is True and summary["cached"] is False
-    assert set(summary["parity"]) >= {"min", "max", "non_square"}
+    assert set(summary["parity"]) == {"min", "max", "non_square", "example"}
+    for label, outputs in summary["parity"].items():
+        assert outputs["image"] == pytest.approx(delta, rel=1e-2), label
+        assert f"{outputs['image']:.3g}" in printed, label
+    assert summary["max_relative_error"] == pytest.approx(delta, rel=1e-2)
     assert (
         json.loads((tmp_path / "build_summary.json").read_text())["artifact"] == summary["artifact"]
     )
 
 
-def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path):
-    from mlplatform.errors import ArtifactError, DeviceError
+def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path, state_dict_backend):
+    from mlplatform.api import ArtifactError, DeviceError
 
-    first = build_tiny_eager(tmp_path)
+    first = build_tiny_saved(tmp_path)
+    assert_payload_verified(first, state_dict_backend)  # the files check passes: the device is refused
     manifest_path = first.artifact_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     here = manifest["device"]["capability"]
@@ -216,6 +277,7 @@ def test_artifact_for_another_device_is_refused_then_rebuilt(tmp_path):
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(DeviceError, match="no CUDA device is available"):
             load_module(first.artifact_dir)
-    second = build_tiny_eager(tmp_path)
+    second = build_tiny_saved(tmp_path)
     assert second.cached is False and second.artifact_dir == first.artifact_dir
     assert json.loads(manifest_path.read_text())["device"]["capability"] == here
+    assert_payload_verified(second, state_dict_backend)

@@ -30,10 +30,27 @@ def test_build_job_from_the_command_line(tmp_path):
         "job.benchmark_runs=1",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "RANDOM WEIGHTS" in proc.stdout and "parity vs eager" in proc.stdout
+    assert "RANDOM WEIGHTS" in proc.stdout
     summary = json.loads((tmp_path / "run" / "build_summary.json").read_text())
     assert summary["builder"] == "vae_decode" and summary["backend"] == "eager"
     assert summary["artifact"].startswith(str(tmp_path / "cache"))
+    # backend=eager is the reference: its parity figures are 0 by construction, so they show
+    # nothing here (test_parity.py and the job test check that figures are measured). What this
+    # build must show is that the command line built the model it was asked for: the artifact,
+    # loaded here, gives what diffusers' AutoencoderKL from the same config and seed gives when
+    # run directly, at a shape inside the requested range (latents 16-24 for 32-48 pixels).
+    import torch
+    from diffusers import AutoencoderKL
+    from mlplatform_compile import load_module
+    from mlplatform_compile.model_source import load_shipped_config
+
+    module = load_module(summary["artifact"])
+    torch.manual_seed(module.manifest["builder_args"]["seed"])
+    model = AutoencoderKL.from_config(load_shipped_config("tiny_vae")).eval()
+    latent = torch.randn(2, 4, 16, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.decode(latent).sample
+    torch.testing.assert_close(module(latent=latent)["image"], expected)
 
 
 def test_command_line_errors_are_clean(tmp_path):

@@ -162,11 +162,36 @@ def test_export_spec_from_ranges():
 
 
 def test_aitemplate_absent_is_a_clear_error(monkeypatch, tmp_path):
+    import shutil
+
+    import torch
+
+    # the same machine everywhere (also on a GPU runner): nothing of AITemplate's stack present
+    for module in ("aitemplate", "aitemplate.compiler", "fx2ait", "fx2ait.fx2ait"):
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    real_which = shutil.which
+
+    def which(cmd, *args, **kwargs):
+        return None if cmd == "nvcc" else real_which(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "which", which)
     with pytest.raises(DeviceError) as info:
         make(backend="aitemplate", cache_dir=tmp_path)()
-    message = str(info.value)
-    assert "aitemplate" in message and "nvcc" in message or "CUDA" in message
-    assert "pip install aitemplate" in message  # the fix warns against the placeholder
+    problem, fix = info.value.problem, info.value.fix
+    assert problem.startswith("backend=aitemplate cannot run here: ")
+    # every missing piece is named, each exactly once
+    for missing in (
+        "the `aitemplate` package is not importable (no source-built AITemplate)",
+        "fx2ait (AITemplate's torch.fx front end, in AITemplate/fx2ait) is not importable",
+        "no CUDA device is available (AITemplate generates CUDA kernels only)",
+        "nvcc (the CUDA compiler) is not on PATH",
+    ):
+        assert problem.count(missing) == 1, (missing, problem)
+    # the fix says how to get the real AITemplate and warns against the PyPI placeholder
+    assert "git clone --recursive https://github.com/facebookincubator/AITemplate" in fix
+    assert "never `pip install aitemplate`" in fix and "backend=aot_inductor" in fix
+    assert not any(tmp_path.iterdir())  # refused before anything was built
 
 
 def test_aitemplate_placeholder_is_detected(monkeypatch):

@@ -326,7 +326,6 @@ class Build:
         """The eager model on the build device and dtype, pruned and with mapped weights."""
         if self._eager is not None:
             return self._eager
-        import torch
 
         source = self.source()
         model = self._load_model(source)
@@ -360,6 +359,12 @@ class Build:
             return self.from_pretrained(source.directory)
         except MLPlatformError:
             raise
+        except ImportError as exc:  # the model's library, not the user's files
+            raise ModelSourceError(
+                f"builder {self.name!r} needs the Python package {exc.name or exc}, which is "
+                "not installed",
+                f"pip install {exc.name or 'it'} (mlplatform-compile's dependencies list it)",
+            ) from exc
         except Exception as exc:  # the loaders raise OSError, ValueError, SafetensorError, ...
             what = "its config" if source.random_weights else f"the model in {source.directory}"
             detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
