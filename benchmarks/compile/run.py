@@ -35,7 +35,6 @@ sys.path.insert(0, str(HERE))
 BENCHMARK = "compile"
 ALL_BACKENDS = ("eager", "inductor", "aot_inductor", "aitemplate")
 RESULT_TAG = "BENCH_RESULT "
-TOLERANCE = {"float32": 1e-4, "float16": 5e-3, "bfloat16": 3e-2}
 
 # ---------------------------------------------------------------------------------------------
 # What is benchmarked. `sizes` are the builder's named dimensions (latent units for the VAE
@@ -425,7 +424,9 @@ def finish_records(records: list[dict], args, meta: dict) -> None:
             r["speedup_vs_eager"] = round(ref["median_ms"] / r["median_ms"], 3)
         else:
             r.setdefault("speedup_vs_eager", None)
-        tol = TOLERANCE.get(r.get("dtype"), 1e-4)
+        from mlplatform_compile import tolerance_for  # the tolerance a build must meet
+
+        tol = tolerance_for(r.get("dtype") or "float32")
         r["tolerance"] = tol
         rel = r.get("max_rel_error")
         r["parity_ok"] = None if rel is None else bool(rel <= tol)

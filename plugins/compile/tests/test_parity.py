@@ -9,9 +9,10 @@ import itertools
 import pytest
 import torch
 from mlplatform_compile import Backend, CompiledModule, builder_class
-from mlplatform_compile.build import NamedModule, check_parity
+from mlplatform_compile.modules import NamedModule
 from mlplatform_compile.parity import compare, pair_outputs, worst
 from mlplatform_compile.specs import verification_sets
+from mlplatform_compile.verify import check_parity
 
 from mlplatform.api import ArtifactError, MLPlatformError
 

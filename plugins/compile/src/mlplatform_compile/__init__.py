@@ -50,8 +50,10 @@ __version__ = "0.1.0"
 
 from .api import build, builder_class, eager_model  # noqa: E402
 from .backends.base import Backend, CompileRequest  # noqa: E402
-from .build import Build, BuildResult  # noqa: E402
+from .build import Build  # noqa: E402
 from .loader import CompiledModule, InputError, load_module  # noqa: E402
+from .modules import BuildResult  # noqa: E402
+from .parity import tolerance_for  # noqa: E402
 from .schemas import BackendConfig, BuilderConfig, BuildJobConfig  # noqa: E402
 from .specs import Dim, InputSpec  # noqa: E402
 
@@ -71,5 +73,6 @@ __all__ = [
     "InputError",
     "Dim",
     "InputSpec",
+    "tolerance_for",
     "__version__",
 ]

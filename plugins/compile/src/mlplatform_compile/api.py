@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .build import BuildResult
+# importing the submodule `build` here, before the package binds the function `build` below to
+# the same name, keeps `mlplatform_compile.build` the function
+from .build import Build
+from .modules import BuildResult
 
 
-def builder_class(name: str):
+def builder_class(name: str) -> type[Build]:
     from mlplatform.api import get_registry
 
     return get_registry().get("builder", name)

@@ -1,29 +1,25 @@
-"""The `Build` base class (DinoML vocabulary) and the build pipeline.
+"""The `Build` base class (DinoML vocabulary): what to build and how to load it.
 
 A builder subclass declares what to build: `model_name` (a format string for the readable part of
 the artifact name), `model_type`, `model_forward`, `model_output_names`, `map_function` and
 `map_function_skip_keys`, plus how to load the model and describe its inputs. Calling a builder
 runs: resolve source -> load eager model -> name the artifact -> reuse it if a valid one exists ->
-compile -> verify against eager across the dynamic range -> time -> write artifact + manifest.
+compile -> verify against eager across the dynamic range -> time -> write artifact + manifest
+(pipeline.py; verify.py and timing.py measure, modules.py holds what a build hands out).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import logging
 import math
 import os
-import statistics
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mlplatform.api import (
-    ArtifactError,
     ConfigError,
     MLPlatformError,
     ModelSourceError,
@@ -33,9 +29,9 @@ from mlplatform.api import (
 )
 
 from . import model_source, naming, parity
-from .progress import Phases
+from .modules import BuildResult, ForwardModule
 from .schemas import BuilderConfig, BuildJobConfig
-from .specs import InputSpec, ShapeSet, all_dims, concrete_shape, specs_to_json, verification_sets
+from .specs import InputSpec, all_dims, concrete_shape, specs_to_json, verification_sets
 
 log = logging.getLogger("mlplatform_compile.build")
 ARTIFACT_KIND = "mlplatform_compile.artifact"
@@ -79,88 +75,10 @@ def weights_fingerprint(state_dict: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-class ForwardModule:
-    """Factory for the nn.Module every backend compiles: `forward(*inputs) -> tuple` in output order."""
-
-    @staticmethod
-    def wrap(builder: Build, model):
-        import torch
-
-        class _Forward(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, *inputs):
-                return builder.run_forward(self.model, *inputs)
-
-        return _Forward().eval()
 
 
-class NamedModule:
-    """Named inputs in, named outputs out, around a positional runner (eager or compiled)."""
-
-    def __init__(self, runner, specs: Sequence[InputSpec], output_names: Sequence[str]):
-        self.runner = runner
-        self.specs = list(specs)
-        self.input_names = [s.name for s in self.specs]
-        self.output_names = list(output_names)
-
-    def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named):
-        import torch
-
-        given = {**(inputs or {}), **named}
-        args = [given[name] for name in self.input_names]
-        with torch.no_grad():
-            outputs = self.runner(*args)
-        return parity.pair_outputs(
-            self.output_names,
-            outputs,
-            f"the module behind {self.input_names} -> {self.output_names}",
-            error=MLPlatformError,
-            fix="make the builder's run_forward return one output per model_output_names entry",
-        )
 
 
-@dataclass
-class BuildResult:
-    """What a build returns: where the artifact is, what it measured, and callables to run."""
-
-    name: str
-    artifact_dir: Path
-    manifest: dict[str, Any]
-    module: Any  # loader.CompiledModule: named inputs -> named outputs, inputs checked
-    builder: Build
-    cached: bool
-    eager: Any = None  # NamedModule around the eager model (loaded lazily)
-
-    @property
-    def eager_module(self):
-        if self.eager is None:
-            self.eager = NamedModule(
-                ForwardModule.wrap(self.builder, self.builder.load_eager()),
-                self.builder.specs(),
-                self.builder.model_output_names,
-            )
-        return self.eager
-
-    @property
-    def random_weights(self) -> bool:
-        return bool(self.manifest["model_source"].get("random_weights"))
-
-    @property
-    def parity(self) -> dict[str, Any]:
-        return self.manifest.get("parity", {})
-
-    @property
-    def latency(self) -> dict[str, Any]:
-        return self.manifest.get("latency", {})
-
-    def example_inputs(
-        self, shape: str | Mapping[str, int] = "example", seed: int = 0
-    ) -> dict[str, Any]:
-        """Named example inputs; `shape` is 'min', 'max', 'non_square', 'example' or {dim: size}."""
-        return self.builder.example_inputs(shape, seed=seed)
 
 
 class Build:
@@ -472,6 +390,8 @@ class Build:
     # ---- the build -----------------------------------------------------------------------
 
     def __call__(self) -> BuildResult:
+        from .pipeline import run_build
+
         return run_build(self)
 
 
@@ -518,288 +438,26 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def time_pair(eager, compiled, inputs, runs: int) -> tuple[float, float]:
-    """Median seconds of eager and compiled, warmed up and interleaved so neither gets the
-    other's warm caches or thread-pool start-up."""
-    import torch
-
-    sync = (
-        torch.cuda.synchronize
-        if inputs and getattr(inputs[0], "is_cuda", False)
-        else (lambda: None)
-    )
-    times: tuple[list[float], list[float]] = ([], [])
-    with torch.no_grad():
-        for fn in (eager, compiled, eager, compiled):
-            fn(*inputs)
-        sync()
-        for _ in range(runs):
-            for fn, bucket in zip((eager, compiled), times, strict=True):
-                start = time.perf_counter()
-                fn(*inputs)
-                sync()
-                bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
 
 
-def check_parity(builder: Build, runner, eager, shape_sets: Sequence[ShapeSet]) -> dict[str, Any]:
-    """Compiled vs eager at each shape set; returns per-shape, per-output error figures."""
-    import torch
-    from tqdm.auto import tqdm
-
-    results: dict[str, Any] = {}
-    for index, shape_set in enumerate(tqdm(shape_sets, desc="verify", leave=False, disable=None)):
-        inputs = builder.make_inputs(shape_set.sizes, seed=1000 + index)
-        with torch.no_grad():
-            reference = eager(*inputs)
-            outputs = runner(*inputs)
-        not_saved = "the artifact was not saved"
-        names = builder.model_output_names
-        reference = parity.pair_outputs(
-            names, reference, f"the eager {builder.name} model at {shape_set.label} ({not_saved})",
-            error=MLPlatformError,
-            fix="make the builder's run_forward return one output per model_output_names entry",
-        )
-        outputs = parity.pair_outputs(
-            names, outputs, f"the {builder.backend.name} runner at {shape_set.label} ({not_saved})",
-            fix=f"fix the {builder.backend.name} backend: its runner must return one output per "
-            "model_output_names entry, in that order",
-        )
-        results[shape_set.label] = {
-            "sizes": shape_set.sizes,
-            "outputs": {name: parity.compare(reference[name], outputs[name]) for name in names},
-        }
-    return results
 
 
-# errnos that mean the cache cannot be written (full, over quota, not ours, read-only)
-_STORAGE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS}
-)
 
 
-def run_build(builder: Build) -> BuildResult:
-    """The pipeline behind `Build.__call__`; see the module docstring.
-
-    The cache may be shared by parallel processes (a Hydra multirun, several users): the
-    artifact's lock is held from the cache check to the final swap, so a second process building
-    the same artifact waits, then finds and reuses the first one's result.
-    """
-    from mlplatform.api import artifact_lock, remove_stale_staging, storage_errors
-
-    phases = Phases(builder.name or type(builder).__name__)
-    with phases("resolve source"):
-        source = builder.source()
-        builder.backend.check_available(builder.device)
-        if source.random_weights:
-            log.warning("%s: %s", builder.hf_hub, model_source.RANDOM_WEIGHTS_NOTE)
-    with phases("load eager model"):
-        eager_module = builder.forward_module()
-        key = builder.artifact_key()
-        digest = naming.key_hash(key)
-        name = builder.artifact_name(digest)
-        artifact_dir = builder.cache_dir / name
-    log.info("artifact: %s", artifact_dir)
-
-    with storage_errors("use the compile cache", builder.cache_dir, only=_STORAGE_ERRNOS):
-        with artifact_lock(artifact_dir):
-            removed = remove_stale_staging(artifact_dir)
-            if removed:
-                log.warning("removed %d leftover(s) of killed builds: %s", len(removed), removed)
-            if artifact_dir.exists() and not builder.force:
-                reused = reuse_cached(builder, artifact_dir, digest, eager_module, phases)
-                if reused is not None:
-                    return reused
-            return compile_and_save(builder, artifact_dir, key, eager_module, phases)
 
 
-def verified_within(manifest: Mapping[str, Any], tolerance: float) -> bool:
-    """True when the manifest holds parity figures and their worst error is within `tolerance`."""
-    figures = manifest.get("parity")
-    error = manifest.get("max_relative_error")
-    return (
-        bool(figures)
-        and isinstance(error, (int, float))
-        and math.isfinite(error)
-        and parity.worst(figures) <= tolerance
-        and error <= tolerance
-    )
 
 
-def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, phases):
-    """The cached artifact as a BuildResult, re-verified against eager when its manifest has no
-    parity figures (built with verify=false) or a looser tolerance than this build asks for;
-    None (after a warning) when it is unusable and must be rebuilt."""
-    from mlplatform.api import atomic_write_json
-
-    from .loader import check_manifest, load_module
-
-    try:
-        with phases("load cached artifact"):
-            check_manifest(artifact_dir, expected_hash=digest)
-            module = load_module(artifact_dir, device=builder.device, builder=builder)
-        manifest = module.manifest
-        if builder.verify and not verified_within(manifest, builder.tolerance):
-            shape_sets = verification_sets(builder.specs())
-            with phases(f"re-verify the cached artifact at {len(shape_sets)} shapes"):
-                figures = check_parity(builder, module.runner, eager_module, shape_sets)
-            error = parity.worst(figures)
-            if not error <= builder.tolerance:
-                raise ArtifactError(
-                    f"the cached artifact differs from eager by {error:.3g} (relative), above "
-                    f"the requested tolerance {builder.tolerance:g}",
-                    "it is rebuilt; pass job.tolerance=VALUE to accept a larger error",
-                )
-            manifest = {
-                **manifest,
-                "parity": figures,
-                "max_relative_error": error,
-                "tolerance": builder.tolerance,
-                "reverified_unix": int(time.time()),
-            }
-            atomic_write_json(artifact_dir / "manifest.json", manifest)
-            module.manifest = manifest
-            log.info("re-verified %s against eager: max relative error %.3g", artifact_dir, error)
-    except ArtifactError as exc:
-        log.warning("cached artifact is unusable, rebuilding it: %s", exc.problem)
-        return None
-    log.info("reused %s (no recompile; force=true rebuilds)", artifact_dir)
-    return BuildResult(artifact_dir.name, artifact_dir, manifest, module, builder, cached=True)
 
 
-def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phases) -> BuildResult:
-    """Compile, verify, time and write the artifact under the staging name, then swap it in."""
-    from mlplatform.api import read_manifest, staged_directory, write_manifest
-
-    from .backends.base import CompileRequest
-    from .loader import CompiledModule, load_module
-
-    specs = builder.specs()
-    shape_sets = verification_sets(specs)
-    example = builder.make_inputs(next(s for s in shape_sets if s.label == "example").sizes)
-    with staged_directory(artifact_dir) as staging:
-        request = CompileRequest(
-            module=eager_module,
-            specs=specs,
-            example_inputs=example,
-            device=builder.device,
-            dtype=builder.dtype,
-            staging_dir=staging,
-            cache_dir=builder.cache_dir / "_compiler_cache",
-        )
-        with phases(f"compile ({builder.backend.name})"):
-            runner = builder.backend.compile(request)
-        figures: dict[str, Any] = {}
-        if builder.verify:
-            with phases(f"verify against eager at {len(shape_sets)} shapes"):
-                figures = check_parity(builder, runner, eager_module, shape_sets)
-            check_within_tolerance(builder, figures)
-        latency: dict[str, Any] = {}
-        if builder.benchmark_runs > 0:
-            with phases("time eager vs compiled"):
-                latency = measure_latency(builder, eager_module, runner, shape_sets)
-        info = manifest_info(builder, artifact_dir.name, key, request, figures, latency, phases)
-        with phases("write artifact"):
-            write_manifest(staging, info)
-    log.info("[%s] built %s in %.1fs", phases.title, artifact_dir, phases.elapsed)
-    if builder.backend.self_contained:
-        module = load_module(artifact_dir, device=builder.device, builder=builder)
-    else:
-        module = CompiledModule(runner, read_manifest(artifact_dir), builder.device, artifact_dir)
-    return BuildResult(
-        artifact_dir.name, artifact_dir, module.manifest, module, builder, cached=False
-    )
 
 
-def check_within_tolerance(builder: Build, figures: dict[str, Any]) -> None:
-    error = parity.worst(figures)
-    if error <= builder.tolerance:
-        return
-    per_shape = {
-        label: {out: round(v["rel"], 8) for out, v in shape["outputs"].items()}
-        for label, shape in figures.items()
-    }
-    raise ArtifactError(
-        f"{builder.backend.name} output differs from eager by {error:.3g} (relative), above the "
-        f"{builder.dtype} tolerance {builder.tolerance:g}; the artifact was not saved. "
-        f"Per shape: {per_shape}",
-        "try another backend or backend options (e.g. freezing=false), a wider dtype, "
-        "or accept the error explicitly with job.tolerance=VALUE",
-    )
 
 
-def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[str, Any]:
-    """Eager vs compiled at the largest shape, interleaved (see time_pair)."""
-    bench_sizes = next(s for s in shape_sets if s.label == "max").sizes
-    bench_inputs = builder.make_inputs(bench_sizes, seed=7)
-    eager_s, compiled_s = time_pair(eager_module, runner, bench_inputs, builder.benchmark_runs)
-    return {
-        "sizes": bench_sizes,
-        "runs": builder.benchmark_runs,
-        "eager_ms": round(eager_s * 1e3, 3),
-        "compiled_ms": round(compiled_s * 1e3, 3),
-        "speedup": round(eager_s / compiled_s, 3) if compiled_s > 0 else None,
-    }
 
 
-def manifest_info(builder: Build, name, key, request, figures, latency, phases) -> dict[str, Any]:
-    """Everything the manifest records besides the file checksums write_manifest adds."""
-    from mlplatform.api import describe_device, device_fingerprint
-
-    source = builder.source()
-    info = {
-        "kind": ARTIFACT_KIND,
-        "name": name,
-        "key_hash": naming.key_hash(key),
-        "key": key,
-        "builder": builder.name,
-        "builder_args": {
-            "hf_hub": builder.hf_hub,
-            "label": builder.label,
-            "dtype": builder.dtype,
-            "build_kwargs": _plain(builder.build_kwargs),
-            "model_kwargs": _plain(builder.model_kwargs),
-            "random_weights": builder.random_weights,
-            "seed": builder.seed,
-        },
-        "model_type": builder.model_type,
-        "model_source": source.describe(),
-        "random_weights": source.random_weights,
-        "model_config": source.config,
-        "weights_sha256": builder.weights_fingerprint(),
-        "backend": {"name": builder.backend.name, **builder.backend.key()},
-        "backend_extra": _plain(request.extra),
-        "self_contained": builder.backend.self_contained,
-        "dtype": builder.dtype,
-        "device": {
-            **device_fingerprint(builder.device),
-            "description": describe_device(builder.device),
-        },
-        "versions": library_versions(),
-        "inputs": specs_to_json(request.specs),
-        "output_names": list(builder.model_output_names),
-        "ranges": {k: list(v) for k, v in builder.ranges().items()},
-        "tolerance": builder.tolerance,
-        "verified": bool(figures),
-        "parity": figures,
-        "max_relative_error": parity.worst(figures) if figures else None,
-        "latency": latency,
-        "build_seconds": phases.timings,
-    }
-    if source.random_weights:
-        info["warning"] = model_source.RANDOM_WEIGHTS_NOTE
-    return info
 
 
-def _plain(obj: Any) -> Any:
-    """JSON-friendly copy (tuples to lists, paths to strings)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
-__all__ = ["Build", "BuildResult", "NamedModule", "default_cache_dir", "weights_fingerprint"]
+__all__ = ["Build", "BuildResult", "default_cache_dir", "weights_fingerprint"]

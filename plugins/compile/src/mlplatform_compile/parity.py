@@ -15,6 +15,7 @@ INF = float("inf")
 
 
 def tolerance_for(dtype: str, override: float | None = None) -> float:
+    """The relative error a build in `dtype` must meet (the one table; benchmarks use it too)."""
     if override is not None:
         return float(override)
     return DEFAULT_TOLERANCE.get(dtype, 1e-4)
