@@ -171,7 +171,8 @@ def test_bad_input_in_a_launched_job_is_reported_with_status_2(cli, tmp_path, la
         f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher",
         reason=f"the {launcher} launcher is not installed (pip install -e .[launchers])",
     )
-    result = cli("-m", "job=infer", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / 's'}")
+    result = cli("-m", "job=example", "greeting=plain,shout", f"hydra/launcher={launcher}",
+                 f"hydra.sweep.dir={tmp_path / 's'}")  # job.who is missing: bad input
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    assert "no installed plugin provides the 'infer' job" in result.stderr
+    assert "missing required option(s): job.who" in result.stderr
     assert "Traceback" not in result.stderr
