@@ -229,3 +229,14 @@ def test_eager_model_from_shipped_config():
     out = builder.forward_module()(*builder.example_inputs("min").values())
     assert out[0].shape == (1, 77, 32)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_the_label_follows_the_source_unless_given():
+    """A default label cannot go stale: an SD 1.5 VAE is not named after the tiny default."""
+    from mlplatform_compile.naming import label_from_source
+
+    assert make(label="").label == "tiny_vae"
+    assert make(label="mine").label == "mine"
+    assert label_from_source("stable-diffusion-v1-5/stable-diffusion-v1-5") == "stable-diffusion-v1-5"
+    assert label_from_source("/models/RealESRGAN_x4plus.pth") == "RealESRGAN_x4plus"
+    assert ".tiny_vae." in name_of(make(label=""))

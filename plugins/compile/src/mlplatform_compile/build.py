@@ -142,7 +142,8 @@ class Build:
         )
         check_job_settings(job, seed)
         self.hf_hub = settings.hf_hub
-        self.label = settings.label
+        # a label that defaults to the source's name cannot go stale when hf_hub changes
+        self.label = settings.label or naming.label_from_source(settings.hf_hub)
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
         self.dtype = str(self.torch_dtype).removeprefix("torch.")

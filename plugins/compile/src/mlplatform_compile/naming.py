@@ -31,6 +31,16 @@ def slug(text: Any) -> str:
     return re.sub(r"[^a-z0-9_\-]+", "_", str(text).lower()).strip("_") or "x"
 
 
+def label_from_source(hf_hub: str) -> str:
+    """A readable label for a source: builtin:NAME -> NAME, a hub id or a local path -> its last
+    component ("stable-diffusion-v1-5/stable-diffusion-v1-5" -> "stable-diffusion-v1-5")."""
+    text = str(hf_hub).removeprefix("builtin:").rstrip("/\\")
+    last = re.split(r"[/\\]", text)[-1]
+    for suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
+        last = last.removesuffix(suffix)
+    return last or "model"
+
+
 def range_text(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
 

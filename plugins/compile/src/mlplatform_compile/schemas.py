@@ -91,7 +91,7 @@ class BuilderConfig(ComponentConfig):
     hf_hub: str = "???"
     # build from the config with random weights: only when asked, and labelled in every output
     random_weights: bool = False
-    # the readable label in the artifact name; empty: derived from the source
+    # the readable label in the artifact name; empty: the source's name (builtin:tiny_vae -> tiny_vae)
     label: str = ""
     model_kwargs: ModelKwargs = field(default_factory=ModelKwargs)
     build_kwargs: ImageBuildKwargs = field(default_factory=ImageBuildKwargs)
