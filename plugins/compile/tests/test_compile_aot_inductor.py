@@ -179,11 +179,11 @@ def test_inductor_build_and_reload(compile_cache, tiny_decode, tmp_path):
     torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
     script = textwrap.dedent(f"""
         import json, os, torch
+        # importing torch._dynamo first writes torch's default TORCHINDUCTOR_CACHE_DIR into the
+        # environment; the loader must still use the cache the manifest names
+        from torch._dynamo.utils import counters
         from mlplatform_compile import load_module
         module = load_module({str(result.artifact_dir)!r})
-        # after load_module: importing torch._dynamo sets TORCHINDUCTOR_CACHE_DIR to torch's
-        # default, and the loader only applies the manifest's cache dir when none is set
-        from torch._dynamo.utils import counters
         data = torch.load({str(tmp_path / "io.pt")!r}, weights_only=True)
         out = module(data["inputs"])["latent"]
         expected = data["expected"]

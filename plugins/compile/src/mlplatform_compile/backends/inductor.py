@@ -19,9 +19,22 @@ log = logging.getLogger(__name__)
 MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def user_cache_dir() -> str | None:
+    """TORCHINDUCTOR_CACHE_DIR when the user set it. Importing torch._dynamo writes torch's own
+    default (/tmp/torchinductor_<user>) into the environment, which is not a choice to honour."""
+    value = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not value:
+        return None
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # pragma: no cover - older torch
+        return value
+    return None if os.path.abspath(value) == os.path.abspath(default_cache_dir()) else value
+
+
 def use_cache_dir(cache_dir: Path) -> Path:
-    """Point inductor's persistent cache at `cache_dir/inductor` unless the user set one."""
-    path = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_dir / "inductor")
+    """Point inductor's persistent cache at `cache_dir/inductor` unless the user chose one."""
+    path = Path(user_cache_dir() or cache_dir / "inductor")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     return path
@@ -88,7 +101,7 @@ class InductorBackend(Backend):
         from ..specs import specs_from_json
 
         cache = manifest.get("backend_extra", {}).get("inductor_cache_dir")
-        if cache and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        if cache and user_cache_dir() is None:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         module = rebuild()
         specs = specs_from_json(manifest["inputs"])
