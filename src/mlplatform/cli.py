@@ -19,6 +19,7 @@ from .errors import ConfigError, MLPlatformError
 log = logging.getLogger("mlplatform")
 
 EXIT_BAD_INPUT = 2
+_FULL_ERROR_MARK = "MLPLATFORM_SET_HYDRA_FULL_ERROR"
 
 
 def _verbose(cfg: Any = None) -> bool:
@@ -111,8 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0], *args]
     # Hydra then raises its composition errors instead of printing them, so they are reported
     # like every other bad input (key, value, expected type, fix; exit 2)
-    user_wants_traceback = _verbose() or os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    # (a child process inherits the variable: the marker says it was ours, not the user's)
+    set_by_us = os.environ.get(_FULL_ERROR_MARK) == "1"
+    user_wants_traceback = _verbose() or (
+        os.environ.get("HYDRA_FULL_ERROR") == "1" and not set_by_us
+    )
+    os.environ["HYDRA_FULL_ERROR"] = os.environ[_FULL_ERROR_MARK] = "1"
     try:
         entry()
     except MLPlatformError as exc:
