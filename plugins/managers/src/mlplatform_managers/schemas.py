@@ -1,0 +1,100 @@
+"""Typed schemas of this plugin's config groups (job/infer, manager/*, model/*, task/*): Hydra
+rejects a wrong type or an unknown key before the job runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlplatform.api import ComponentConfig, JobConfig
+
+
+@dataclass
+class InferJobConfig(JobConfig):
+    """`job=infer`: the task group picks what runs (task=NAME), model=NAME what it runs on."""
+
+
+@dataclass
+class ManagerConfig(ComponentConfig):
+    """manager=default: where models live and how they are fetched and budgeted."""
+
+    # null: $MLPLATFORM_MODELS_DIR or ~/.cache/mlplatform/models
+    models_dir: str | None = None
+    # user catalog directories (*.json), after $MLPLATFORM_CATALOG_PATH; later ones override
+    catalog_dirs: list = field(default_factory=list)
+    # never touch the network (HF_HUB_OFFLINE=1 does the same)
+    offline: bool = False
+    # memory budget on the chosen device in bytes; null: free memory minus reserve_bytes
+    budget_bytes: int | None = None
+    reserve_bytes: int = 1 << 30
+    # models whose files may lack a sha256 / may be loaded as full pickles (per model opt-outs)
+    allow_unhashed: list = field(default_factory=list)
+    allow_pickle: list = field(default_factory=list)
+    # Hugging Face cache for hf_repo downloads; null: huggingface_hub's default
+    hf_cache_dir: str | None = None
+    download_timeout: float = 30.0
+    download_retries: int = 3
+    download_backoff: float = 1.0
+    progress: bool = True
+
+
+@dataclass
+class ModelConfig(ComponentConfig):
+    """model=NAME: a catalog entry (model.name=NAME selects entries of user catalogs too);
+    `none` (the default) selects no model."""
+
+    name: str = "none"
+
+
+@dataclass
+class ListTaskConfig(ComponentConfig):
+    # only this catalog type (esrgan, clip, ...); null: all
+    type: str | None = None
+    # only models whose files are all present
+    available_only: bool = False
+
+
+@dataclass
+class UpscaleTaskConfig(ComponentConfig):
+    # the image to upscale (PNG, JPEG, WebP; RGB, RGBA or grayscale; 8 bit)
+    input: str = "???"
+    # tile size in input pixels (0: whole image at once); halved on out-of-memory
+    tile: int = 512
+    # context pixels around each tile (discarded after the model ran)
+    overlap: int = 32
+    # output file name in the run dir; empty: <input stem>_x<scale>.png
+    output: str = ""
+
+
+@dataclass
+class InterrogateTaskConfig(ComponentConfig):
+    # the image to interrogate
+    input: str = "???"
+    # candidate texts
+    texts: list = field(default_factory=list)
+    # a UTF-8 file with one candidate text per line (added to texts)
+    texts_file: str | None = None
+    # report cosine similarity per text / a softmax ranking (confidence in percent)
+    similarity: bool = True
+    rank: bool = True
+    # how many ranked texts to keep
+    top_count: int = 5
+
+
+@dataclass
+class CaptionTaskConfig(ComponentConfig):
+    # the image to caption
+    input: str = "???"
+    # text the caption starts with (conditional captioning); empty: unconditional
+    prompt: str = ""
+    max_new_tokens: int = 30
+    # 1: greedy decoding
+    num_beams: int = 1
+
+
+@dataclass
+class SafetyCheckTaskConfig(ComponentConfig):
+    # the image to check
+    input: str = "???"
+    # output file name in the run dir (the image, or a black one when flagged);
+    # empty: <input stem>_checked.png
+    output: str = ""

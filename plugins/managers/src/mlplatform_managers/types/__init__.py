@@ -1,0 +1,1 @@
+"""One module per model type's manager (a TypeManager subclass each)."""
