@@ -8,7 +8,7 @@ import os
 from importlib import resources
 
 import pytest
-from conftest import write_catalog
+from managers_helpers import write_catalog
 from mlplatform_managers import CatalogError, ModelManager, load_catalog
 from mlplatform_managers.catalog import CATALOG_PATH_ENV
 from mlplatform_managers.errors import UnsafeModelError

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import hydra_dir, write_catalog
+from managers_helpers import hydra_dir, write_catalog
 from mlplatform_managers.images import png_parameters
 from PIL import Image
 
@@ -64,7 +64,7 @@ def test_interrogate_end_to_end(tmp_path, cli_env, image_file):
 
 
 def test_caption_end_to_end(tmp_path, cli_env, image_file):
-    from conftest import BLIP_WORDS
+    from managers_helpers import BLIP_WORDS
 
     result = cli(tmp_path, cli_env, "task=caption", "model.name=tiny_blip",
                  f"task.input={image_file}", "task.max_new_tokens=5")
@@ -187,7 +187,7 @@ def _pickled(tmp_path, cli_env):
     import argparse
 
     import torch
-    from conftest import rrdbnet_state_dict
+    from managers_helpers import rrdbnet_state_dict
 
     from mlplatform.api import sha256_file
 

@@ -7,7 +7,7 @@ import hashlib
 import os
 
 import pytest
-from conftest import write_catalog
+from managers_helpers import write_catalog
 from mlplatform_managers import (
     DownloadError,
     DownloadPolicy,

@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 import torch
-from conftest import rrdbnet_state_dict, write_catalog
+from managers_helpers import rrdbnet_state_dict, write_catalog
 from mlplatform_managers import (
     BudgetError,
     ModelManager,
@@ -217,7 +217,7 @@ def test_hf_entry_loads_from_the_hub_cache_offline(tiny_models, tmp_path, monkey
     layout: verified by sha256 and loaded by the clip manager without any network."""
     import shutil
 
-    from conftest import file_entries
+    from managers_helpers import file_entries
 
     models, _catalog = tiny_models
     revision = "0123456789abcdef0123456789abcdef01234567"

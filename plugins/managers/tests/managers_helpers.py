@@ -1,0 +1,187 @@
+"""Helpers the managers tests share (tiny models, catalogs, run dirs); conftest.py puts this
+directory on sys.path so test modules import them by this unique module name."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import time
+from pathlib import Path
+
+from mlplatform.api import sha256_file
+
+FEAT, GROW, BLOCKS = 8, 32, 1  # spandrel expects the official growth of 32
+
+
+def rrdbnet_state_dict(scale: int = 4, seed: int = 0) -> dict:
+    """Random weights in Real-ESRGAN's (basicsr RRDBNet) key layout, as RealESRGAN_x4plus.pth has."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def conv(out_ch, in_ch, prefix, sd):
+        std = (1.0 / (in_ch * 9)) ** 0.5
+        sd[f"{prefix}.weight"] = torch.randn(out_ch, in_ch, 3, 3, generator=gen) * std
+        sd[f"{prefix}.bias"] = torch.randn(out_ch, generator=gen) * 0.01
+
+    sd: dict = {}
+    conv(FEAT, 3, "conv_first", sd)
+    for b in range(BLOCKS):
+        for r in (1, 2, 3):
+            for c in range(1, 6):
+                out_ch = GROW if c < 5 else FEAT
+                conv(out_ch, FEAT + (c - 1) * GROW, f"body.{b}.rdb{r}.conv{c}", sd)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        conv(FEAT, FEAT, name, sd)
+    conv(3, FEAT, "conv_last", sd)
+    sd["conv_last.bias"] += 0.5  # outputs around mid-grey, so value checks mean something
+    return sd
+
+
+def write_catalog(directory: Path, type_: str, entries: list[dict], name: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name or type_}.json"
+    path.write_text(json.dumps({"format": 1, "type": type_, "models": entries}, indent=2))
+    return path
+
+
+def file_entries(root: Path) -> list[dict]:
+    return [{"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p), "size": p.stat().st_size}
+            for p in sorted(root.rglob("*")) if p.is_file()]
+
+
+def make_tiny_clip(directory: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # GPT-2's byte-level alphabet: printable bytes map to themselves, the rest to 256 + n
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    eos = vocab["<|endoftext|>"]
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                         bos_token_id=vocab["<|startoftext|>"], eos_token_id=eos, pad_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+
+
+BLIP_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]",
+              "a", "photo", "of", "cat", "dog", "the", "picture"]
+
+
+def make_tiny_blip(directory: Path) -> None:
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(BLIP_WORDS) + "\n")
+    tokenizer = BertTokenizer(str(directory / "vocab.txt"), bos_token="[DEC]")
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(BLIP_WORDS), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=32,
+                         bos_token_id=5, pad_token_id=0, sep_token_id=3, eos_token_id=3,
+                         max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(config).save_pretrained(directory, safe_serialization=True)
+    processor.save_pretrained(directory)
+
+
+def make_tiny_safety_checker(directory: Path, threshold: float) -> None:
+    """A random-weight SD safety checker whose 17 concept thresholds are `threshold`: -10 flags
+    every image (cosine - threshold > 0), +10 none."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(threshold)
+        checker.special_care_embeds_weights.fill_(10.0)
+    checker.save_pretrained(directory, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 32},
+                       crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `server.files` {path: bytes}; `server.behaviour[path]` may say: 'cut' (first
+    request sends half the body, then drops), 'slow' (first request stalls), 'norange'."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        server = self.server
+        server.requests.append((self.path, self.headers.get("Range")))
+        data = server.files.get(self.path)
+        if data is None:
+            self.send_error(404, "Not Found")
+            return
+        behaviour = server.behaviour.get(self.path)
+        count = sum(1 for p, _ in server.requests if p == self.path)
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and behaviour != "norange":
+            start = int(rng.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if behaviour == "slow" and count == 1:
+            time.sleep(server.stall)
+            return
+        if behaviour == "cut" and count == 1:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+
+def hydra_dir(tmp_path: Path) -> str:
+    return f"hydra.run.dir={tmp_path / 'run'}"
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
