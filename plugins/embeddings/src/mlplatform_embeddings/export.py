@@ -1,0 +1,140 @@
+"""Export a trained TextEncoder as a sentence-transformers model directory (LoRA merged) with a
+manifest, and load one back (verified against its manifest) to embed texts."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlplatform.api import (
+    ArtifactError,
+    ConfigError,
+    atomic_write_json,
+    remove_stale_staging,
+    require_keys,
+    staged_directory,
+    verify_artifact,
+    write_manifest,
+)
+
+from .encoder import IDENTITY, ST_DENSE, ST_NORMALIZE, ST_POOLING, ST_TRANSFORMER, TextEncoder
+
+EXPORT_KIND = "embedding-model"
+
+
+def _merged_backbone(encoder: TextEncoder) -> tuple[torch.nn.Module, bool]:
+    """A copy of the backbone with LoRA adapters merged in (the training model is left as is)."""
+    backbone = encoder.backbone
+    if hasattr(backbone, "merge_and_unload"):
+        return copy.deepcopy(backbone).merge_and_unload(), True
+    return backbone, False
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, obj)
+
+
+def export_sentence_transformers(
+    encoder: TextEncoder, directory: str | Path, info: dict[str, Any] | None = None
+) -> Path:
+    """Write `encoder` to `directory` (replacing an earlier export atomically): the transformer
+    at the root, 1_Pooling, 2_Dense (projection head, if any), Normalize, plus manifest.json."""
+    from safetensors.torch import save_file
+
+    final = Path(directory)
+    remove_stale_staging(final)
+    backbone, merged = _merged_backbone(encoder)
+    pooling_mode = encoder.pooling
+    dim = int(backbone.config.hidden_size)
+    with staged_directory(final) as staging:
+        backbone.save_pretrained(staging)
+        encoder.tokenizer.save_pretrained(staging)
+        _write_json(staging / "sentence_bert_config.json",
+                    {"max_seq_length": encoder.max_seq_length, "do_lower_case": False})
+        _write_json(staging / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": dim,
+            "pooling_mode_cls_token": pooling_mode == "cls",
+            "pooling_mode_mean_tokens": pooling_mode == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": pooling_mode == "last_token",
+            "include_prompt": True,
+        })
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": ST_TRANSFORMER},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": ST_POOLING},
+        ]
+        if encoder.projection is not None:
+            linear = encoder.projection
+            _write_json(staging / "2_Dense" / "config.json", {
+                "in_features": linear.in_features, "out_features": linear.out_features,
+                "bias": linear.bias is not None, "activation_function": IDENTITY,
+            })
+            weights = {f"linear.{k}": v.detach().cpu().contiguous() for k, v in linear.state_dict().items()}
+            save_file(weights, str(staging / "2_Dense" / "model.safetensors"))
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": ST_DENSE})
+        if encoder.normalize:
+            index = len(modules)
+            modules.append({"idx": index, "name": str(index), "path": f"{index}_Normalize",
+                            "type": ST_NORMALIZE})
+        _write_json(staging / "modules.json", modules)
+        _write_json(staging / "config_sentence_transformers.json",
+                    {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+        write_manifest(staging, {
+            "kind": EXPORT_KIND,
+            "format": "sentence-transformers",
+            "source": encoder.source,
+            "pooling": pooling_mode,
+            "embedding_dim": encoder.embedding_dim,
+            "normalize": encoder.normalize,
+            "max_seq_length": encoder.max_seq_length,
+            "lora_merged": merged,
+            **(info or {}),
+        })
+    return final
+
+
+def load_exported(directory: str | Path) -> TextEncoder:
+    """The TextEncoder of an exported model directory, after checking every file against its
+    manifest (ArtifactError on a missing, truncated or altered file)."""
+    from .model_builder import build_model
+
+    manifest = verify_artifact(directory)
+    require_keys(manifest, {"kind": str, "normalize": bool, "max_seq_length": int}, Path(directory))
+    if manifest["kind"] != EXPORT_KIND:
+        raise ArtifactError(
+            f"{directory} holds a {manifest['kind']!r} artifact, not an exported embedding model",
+            "point at the model/ directory written by trainer=embedding",
+        )
+    model = build_model({
+        "model_name": str(directory),
+        "normalize": manifest["normalize"],
+        "max_seq_length": manifest["max_seq_length"],
+    })
+    model.eval()
+    return model
+
+
+def embed(model_dir: str | Path, texts: list[str], batch_size: int = 32, device: Any = "cpu") -> np.ndarray:
+    """Embeddings (len(texts), dim) as float32 numpy, from an exported model directory."""
+    if not texts:
+        raise ConfigError("no texts to embed", "pass texts=[...] or a texts_file with one per line")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size is {batch_size}; it must be at least 1", "pass batch_size=32")
+    model = load_exported(model_dir).to(device)
+    return model.encode(list(texts), batch_size=batch_size, device=device).numpy()
+
+
+def read_texts_file(path: str | Path) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read texts file {path}: {exc}", "check the path") from exc
+    return [line for line in lines if line.strip()]
+

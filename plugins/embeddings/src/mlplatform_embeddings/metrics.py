@@ -1,0 +1,70 @@
+"""Retrieval metrics with ties broken pessimistically: a relevant document tied with irrelevant
+ones ranks after all of them, so a collapsed model (every score equal) scores at chance or
+below, never at 1.0."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def ranks_of_relevant(scores: np.ndarray, relevant: set[int]) -> list[int]:
+    """1-based ranks of the relevant documents in one query's score row (pessimistic ties)."""
+    is_relevant = np.zeros(scores.shape[0], dtype=np.int8)
+    is_relevant[list(relevant)] = 1
+    # lexsort: the last key is primary -> by descending score, irrelevant first among ties
+    order = np.lexsort((is_relevant, -scores))
+    positions = np.empty_like(order)
+    positions[order] = np.arange(1, len(order) + 1)
+    return sorted(int(positions[d]) for d in relevant)
+
+
+def retrieval_metrics(
+    scores: np.ndarray | torch.Tensor,
+    relevant: Sequence[set[int]],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """recall@k, MRR@10 and nDCG@10 (binary gains), averaged over queries.
+
+    `scores[q, d]` is the similarity of query q to document d; `relevant[q]` the set of its
+    relevant documents (queries without any are skipped)."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().float().cpu().numpy()
+    totals = {f"recall@{k}": 0.0 for k in ks} | {"mrr@10": 0.0, "ndcg@10": 0.0}
+    counted = 0
+    for row, rel in zip(scores, relevant, strict=True):
+        if not rel:
+            continue
+        counted += 1
+        ranks = ranks_of_relevant(np.asarray(row, dtype=np.float64), set(rel))
+        for k in ks:
+            totals[f"recall@{k}"] += sum(r <= k for r in ranks) / len(ranks)
+        totals["mrr@10"] += 1.0 / ranks[0] if ranks[0] <= 10 else 0.0
+        dcg = sum(1.0 / math.log2(r + 1) for r in ranks if r <= 10)
+        ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(ranks), 10)))
+        totals["ndcg@10"] += dcg / ideal
+    if counted == 0:
+        return {key: float("nan") for key in totals}
+    return {key: value / counted for key, value in totals.items()}
+
+
+def evaluate_pairs(model, pairs, batch_size: int = 64, device=None) -> dict[str, float]:
+    """Retrieve among every distinct document of `pairs` (positives and hard negatives) for each
+    distinct query; its positives are the relevant documents."""
+    documents: dict[str, int] = {}
+    for pair in pairs:
+        for text in (pair.positive, *pair.negatives):
+            documents.setdefault(text, len(documents))
+    queries: dict[str, set[int]] = {}
+    for pair in pairs:
+        queries.setdefault(pair.query, set()).add(documents[pair.positive])
+    query_emb = model.encode(list(queries), batch_size=batch_size, device=device)
+    doc_emb = model.encode(list(documents), batch_size=batch_size, device=device)
+    scores = query_emb @ doc_emb.T
+    result = retrieval_metrics(scores, list(queries.values()))
+    result["queries"] = len(queries)
+    result["documents"] = len(documents)
+    return result

@@ -1,0 +1,271 @@
+"""vembed's model-builder API, with every documented key honoured.
+
+    model = build_model({"model_name": "path/or/repo", "use_lora": True})
+    apply_lora(model, config, accelerator)          # in place; also returns the model
+    model = accelerator.prepare(model)
+    enable_static_graph(model, config, accelerator)
+    model = compile_model(model, config, accelerator)
+
+`config` is a `ModelConfig`, or a mapping of its keys (validated like the command line: an unknown
+key is a ConfigError naming the nearest valid key). Unlike vembed, gradient checkpointing is
+switched on by `build_model` whether or not LoRA is used, and `compile` / `compile_mode` are the
+keys the code reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mlplatform.api import ConfigError, ModelSourceError, from_options, resolve_model_source
+
+from .encoder import TextEncoder, read_sentence_transformers_dir
+from .schemas import COMPILE_MODES, POOLING_MODES, TORCH_DTYPES, ModelConfig
+
+log = logging.getLogger(__name__)
+
+# LoRA targets per model family (config.model_type); others fall back to VEMBED_DEFAULT_TARGETS
+LORA_TARGETS = {
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "xlm-roberta": ["query", "key", "value", "dense"],
+    "electra": ["query", "key", "value", "dense"],
+    "mpnet": ["q", "k", "v", "o"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "clip": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "clip_text_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "t5": ["q", "k", "v", "o"],
+}
+VEMBED_DEFAULT_TARGETS = ["q_proj", "v_proj", "query", "value", "key", "dense"]
+
+
+def model_config(config: Any, where: str = "model") -> ModelConfig:
+    """A validated ModelConfig from a ModelConfig or a mapping of its keys."""
+    if isinstance(config, ModelConfig):
+        options = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        options = dict(config)
+    else:
+        raise ConfigError(
+            f"{where}: expected a ModelConfig or a mapping of its keys, got {type(config).__name__}",
+            "pass a dict such as {'model_name': 'path/to/model'}",
+        )
+    cfg = from_options(ModelConfig, options, where)
+    _check(cfg, where)
+    return cfg
+
+
+def _check(cfg: ModelConfig, where: str) -> None:
+    def bad(key: str, value: Any, allowed: str) -> ConfigError:
+        return ConfigError(f"{where}.{key} is {value!r}; {allowed}", f"pass {where}.{key}=VALUE")
+
+    if cfg.torch_dtype is not None and cfg.torch_dtype not in TORCH_DTYPES:
+        raise bad("torch_dtype", cfg.torch_dtype, f"use one of {', '.join(TORCH_DTYPES)} or null")
+    if cfg.pooling is not None and cfg.pooling not in POOLING_MODES:
+        raise bad("pooling", cfg.pooling, f"use one of {', '.join(POOLING_MODES)} or null")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise bad("compile_mode", cfg.compile_mode, f"use one of {', '.join(COMPILE_MODES)}")
+    for key in ("lora_r", "lora_alpha", "max_seq_length"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, getattr(cfg, key), "it must be at least 1")
+    if cfg.projection_dim is not None and cfg.projection_dim < 1:
+        raise bad("projection_dim", cfg.projection_dim, "it must be at least 1 (or null)")
+    if not 0.0 <= cfg.lora_dropout < 1.0:
+        raise bad("lora_dropout", cfg.lora_dropout, "it must be in [0, 1)")
+
+
+def build_model(config: Any) -> TextEncoder:
+    """The student: backbone + pooling (+ projection head) from `config.model_name`, in
+    `torch_dtype`, with gradient checkpointing when `use_gradient_checkpointing` (with or without
+    LoRA). LoRA itself is added by `apply_lora`."""
+    cfg = model_config(config)
+    from transformers import AutoModel, AutoTokenizer
+
+    root = resolve_model_source(cfg.model_name, required_file=None)
+    layout = read_sentence_transformers_dir(root)
+    transformer_dir = layout.transformer_dir if layout else root
+    if not (transformer_dir / "config.json").is_file():
+        raise ModelSourceError(
+            f"{transformer_dir} has no config.json: not a transformers model directory",
+            "point model_name at a directory written by save_pretrained (or a sentence-transformers "
+            "model directory)",
+        )
+    # null means float32 (transformers 4's default, which vembed's null meant): trainable
+    # weights stay in full precision, and mixed precision is accelerate's job
+    dtype = getattr(torch, cfg.torch_dtype or "float32")
+    try:
+        backbone = AutoModel.from_pretrained(str(transformer_dir), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(transformer_dir))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelSourceError(
+            f"could not load a transformers encoder and tokenizer from {transformer_dir}: {exc}",
+            "check that the directory holds config.json, the weights and the tokenizer files",
+        ) from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelSourceError(
+                f"the tokenizer in {transformer_dir} has no padding or end-of-sequence token",
+                "save the tokenizer with a pad_token",
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    pooler = getattr(backbone, "pooler", None)
+    if isinstance(pooler, nn.Module):
+        # BERT-style poolers are not used by our pooling: frozen, they are not "unused
+        # parameters" to DDP (whose buckets would otherwise never be reduced), and still exported
+        pooler.requires_grad_(False)
+    pooling = cfg.pooling or (layout.pooling if layout and layout.pooling else "mean")
+    hidden = int(backbone.config.hidden_size)
+    projection = _projection(cfg, layout, hidden)
+    max_len = cfg.max_seq_length
+    model = TextEncoder(
+        backbone, tokenizer, pooling=pooling, projection=projection,
+        normalize=cfg.normalize, max_seq_length=max_len, source=str(cfg.model_name),
+    )
+    if cfg.use_gradient_checkpointing:
+        enable_gradient_checkpointing(model, cfg)
+    return model
+
+
+def _projection(cfg: ModelConfig, layout: Any, hidden: int) -> nn.Linear | None:
+    """A Dense head read from a sentence-transformers directory, or a new one of projection_dim."""
+    if layout is not None and layout.dense is not None:
+        from safetensors.torch import load_file
+
+        dense = layout.dense
+        if cfg.projection_dim not in (None, dense["out_features"]):
+            raise ConfigError(
+                f"model.projection_dim={cfg.projection_dim}, but {cfg.model_name} already has a "
+                f"Dense head of {dense['out_features']}",
+                "drop model.projection_dim, or point model_name at the transformer alone",
+            )
+        linear = nn.Linear(dense["in_features"], dense["out_features"], bias=dense.get("bias", True))
+        weights = load_file(str(Path(dense["path"]) / "model.safetensors"))
+        linear.load_state_dict({k.removeprefix("linear."): v for k, v in weights.items()})
+        return linear
+    if cfg.projection_dim is None:
+        return None
+    return nn.Linear(hidden, cfg.projection_dim)
+
+
+def enable_gradient_checkpointing(model: TextEncoder, config: Any) -> None:
+    cfg = config if isinstance(config, ModelConfig) else model_config(config)
+    base = model.backbone.get_base_model() if hasattr(model.backbone, "get_base_model") else model.backbone
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"{type(model.backbone).__name__} does not support gradient checkpointing",
+            "set model.use_gradient_checkpointing=false",
+        )
+    kwargs = {"use_reentrant": False, **dict(cfg.gradient_checkpointing_kwargs)}
+    backbone = model.backbone
+    if hasattr(backbone, "activation_checkpointing_enable"):  # transformers >= 5
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if kwargs.get("use_reentrant"):
+        # reentrant checkpointing needs inputs that require grad when embeddings are frozen (LoRA)
+        model.backbone.enable_input_require_grads()
+
+
+def build_teacher_model(config: Any) -> TextEncoder | None:
+    """The distillation teacher (`teacher_model_name`, with `teacher_model_config` holding
+    ModelConfig options for it), frozen and in eval mode; None when no teacher is named."""
+    cfg = model_config(config)
+    if not cfg.teacher_model_name:
+        return None
+    options = {**dict(cfg.teacher_model_config), "model_name": cfg.teacher_model_name}
+    teacher_cfg = model_config(options, "model.teacher_model_config")
+    if teacher_cfg.use_lora or teacher_cfg.teacher_model_name:
+        raise ConfigError(
+            "model.teacher_model_config may not set use_lora or teacher_model_name",
+            "the teacher is frozen: remove those keys",
+        )
+    teacher = build_model(teacher_cfg)
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def lora_targets(model: TextEncoder, cfg: ModelConfig) -> list[str]:
+    linear_names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.backbone.named_modules()
+        if isinstance(module, nn.Linear)
+    }
+    if cfg.lora_target_modules:
+        missing = [t for t in cfg.lora_target_modules if t not in linear_names]
+        if missing:
+            raise ConfigError(
+                f"model.lora_target_modules {missing} name no linear layer of the model "
+                f"(its linear layers: {', '.join(sorted(linear_names))})",
+                "pick names from that list",
+            )
+        return list(cfg.lora_target_modules)
+    family = getattr(model.backbone.config, "model_type", "")
+    candidates = LORA_TARGETS.get(family, VEMBED_DEFAULT_TARGETS)
+    found = [t for t in candidates if t in linear_names]
+    if not found:
+        raise ConfigError(
+            f"no LoRA target modules found for model type {family!r} "
+            f"(its linear layers: {', '.join(sorted(linear_names))})",
+            "set model.lora_target_modules=[NAME,...]",
+        )
+    return found
+
+
+def apply_lora(model: TextEncoder, config: Any, accelerator: Any = None) -> TextEncoder:
+    """Wrap the backbone in peft LoRA adapters (r, alpha, dropout, targets from `config`), in
+    place; the pooling and projection head stay trainable. Does nothing unless `use_lora`."""
+    cfg = model_config(config)
+    if not cfg.use_lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora_targets(model, cfg)
+    lora = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, bias="none",
+    )
+    model.backbone = get_peft_model(model.backbone, lora)
+    if cfg.use_gradient_checkpointing:
+        enable_gradient_checkpointing(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    message = f"LoRA on {targets}: {trainable:,} trainable parameters of {total:,}"
+    if accelerator is not None:
+        accelerator.print(message)
+    log.info(message)
+    return model
+
+
+def enable_static_graph(model: nn.Module, config: Any, accelerator: Any) -> None:
+    """DDP static-graph optimisation for a prepared model, unless gradient checkpointing or
+    find_unused_parameters rule it out (their graphs change between steps). No-op outside DDP."""
+    cfg = model_config(config)
+    if cfg.use_gradient_checkpointing or cfg.find_unused_parameters:
+        return
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model._set_static_graph()
+        if accelerator is not None:
+            accelerator.print("DDP static graph enabled")
+
+
+def compile_model(model: nn.Module, config: Any, accelerator: Any = None) -> nn.Module:
+    """torch.compile(model, mode=compile_mode) when `compile` is set, else the model unchanged."""
+    cfg = model_config(config)
+    if not cfg.compile:
+        return model
+    if accelerator is not None:
+        accelerator.print(f"torch.compile(mode={cfg.compile_mode!r})")
+    return torch.compile(model, mode=cfg.compile_mode)
