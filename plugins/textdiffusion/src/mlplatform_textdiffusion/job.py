@@ -20,7 +20,7 @@ from .schemas import SampleJobConfig, TextDiffusionTrainerConfig
 
 log = logging.getLogger(__name__)
 
-SAMPLE_MODES = ("sample", "reconstruct", "interpolate")
+SAMPLE_MODES = ("sample", "reconstruct", "interpolate", "evaluate")
 
 
 def run_trainer(cfg: Any) -> dict[str, Any]:
@@ -48,7 +48,15 @@ def _check_sample_job(job: SampleJobConfig) -> None:
     if job.mode == "interpolate" and len(job.sentences) != 2:
         raise ConfigError(f"mode=interpolate needs exactly two sentences, got {len(job.sentences)}",
                           "pass 'job.sentences=[\"first sentence\",\"second sentence\"]'")
-    if job.mode == "sample":
+    if job.mode == "evaluate":
+        if not job.corpus:
+            raise ConfigError("mode=evaluate needs the training corpus", "pass job.corpus=PATH")
+        if job.n_sets < 1:
+            raise ConfigError(f"job.n_sets must be >= 1, got {job.n_sets}", "pass job.n_sets=3")
+        if job.num_samples < 2:
+            raise ConfigError(f"mode=evaluate needs job.num_samples >= 2, got {job.num_samples}",
+                              "pass job.num_samples=32")
+    if job.mode in ("sample", "evaluate"):
         get_registry().get("sampler", job.sampler)  # an unknown name fails before the model loads
     if job.too_long not in (None, "truncate", "refuse"):
         raise ConfigError(f"unknown job.too_long {job.too_long!r}", "pass truncate or refuse")
@@ -65,9 +73,11 @@ def run_sample_job(cfg: Any) -> dict[str, Any]:
     decoding.check()
     pipe = TextDiffusionPipeline.from_pretrained(job.model, device=cfg.device, use_ema=job.use_ema,
                                                  too_long=job.too_long)
-    if job.mode == "sample" and pipe.artifact.options.mode == "vae":
+    if job.mode in ("sample", "evaluate") and pipe.artifact.options.mode == "vae":
         log.warning("%s was trained with trainer.mode=vae: its DDPM prior is untrained, so sampled "
                     "sentences are noise (train the prior with trainer.mode=ddpm trainer.init_from=...)", job.model)
+    if job.mode == "evaluate":
+        return _run_evaluate(job, pipe, decoding, cfg.seed)
     if job.mode == "sample":
         texts, z = pipe.sample(job.num_samples, sampler=job.sampler, steps=job.steps, eta=job.eta,
                                decoding=decoding, seed=cfg.seed)
@@ -89,3 +99,21 @@ def run_sample_job(cfg: Any) -> dict[str, Any]:
         print(text)
     print(f"saved {len(texts)} sentence(s) to {out / 'sentences.txt'}")
     return summary
+
+
+def _run_evaluate(job: SampleJobConfig, pipe, decoding, seed: int) -> dict[str, Any]:
+    from .data import load_corpus
+    from .evaluate import evaluate
+
+    corpus = load_corpus(job.corpus, job.corpus_format, job.text_key)
+    result = evaluate(pipe, corpus, n_sets=job.n_sets, num_samples=job.num_samples, sampler=job.sampler,
+                      steps=job.steps, eta=job.eta, decoding=decoding, seed=seed, judge_lm=job.judge_lm)
+    result.update(model=str(job.model), corpus=str(job.corpus), used_ema=pipe.used_ema, decoding=job.decoding)
+    out = job_output_dir()
+    atomic_write_json(out / "eval_metrics.json", result)
+    for name, stats in result["metrics"].items():
+        print(f"{name}: {stats['mean']:.4f} +- {stats['std']:.4f}")
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    print(f"saved metrics over {job.n_sets} set(s) of {job.num_samples} to {out / 'eval_metrics.json'}")
+    return result

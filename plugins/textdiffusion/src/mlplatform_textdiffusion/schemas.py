@@ -114,8 +114,8 @@ class SampleJobConfig(JobConfig):
 
     # an exported model or checkpoint directory (written by trainer=text_diffusion)
     model: str = "???"
-    # sample (new sentences), reconstruct (encode and decode job.sentences) or interpolate
-    # (between the two job.sentences)
+    # sample (new sentences), reconstruct (encode and decode job.sentences), interpolate
+    # (between the two job.sentences) or evaluate (metrics over n_sets sample sets; needs corpus)
     mode: str = "sample"
     num_samples: int = 8
     # a registered sampler: ddim or ddpm
@@ -139,3 +139,12 @@ class SampleJobConfig(JobConfig):
     use_ema: bool = True
     # sentences over the model's max_length: truncate or refuse (null: the model's setting)
     too_long: Optional[str] = None  # noqa: UP045
+    # mode=evaluate: the training corpus (novelty, reconstruction BLEU references)
+    corpus: Optional[str] = None  # noqa: UP045
+    # mode=evaluate: auto, text or jsonl, and the text field of JSONL objects
+    corpus_format: str = "auto"
+    text_key: str = "text"
+    # mode=evaluate: sample sets (each num_samples sentences) the mean and std are taken over
+    n_sets: int = 3
+    # mode=evaluate: a local causal LM directory (model + tokenizer) for perplexity (null: skipped)
+    judge_lm: Optional[str] = None  # noqa: UP045
