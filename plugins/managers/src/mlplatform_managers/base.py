@@ -101,3 +101,30 @@ class TypeManager:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def load_pretrained(request: LoadRequest, model_cls: Any, processor_cls: Any, what: str):
+    """(model, processor) from the entry's save_pretrained directory, on the request's device and
+    dtype: safetensors weights unless the entry opted into pickles, and a broken directory as an
+    ArtifactError naming the entry instead of a transformers traceback."""
+    from mlplatform.api import ArtifactError
+
+    if not any(p.endswith(".safetensors") for p in request.files) and not request.allow_pickle:
+        raise ArtifactError(
+            f"model {request.entry.name!r} has no .safetensors weights",
+            "list model.safetensors in the catalog entry (pickled .bin weights need "
+            f"manager.allow_pickle=[{request.entry.name}])",
+        )
+    try:
+        model = model_cls.from_pretrained(
+            request.root, dtype=request.dtype, local_files_only=True,
+            use_safetensors=not request.allow_pickle or None,
+        )
+        processor = processor_cls.from_pretrained(request.root, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(
+            f"model {request.entry.name!r}: {request.root} is not a loadable {what} "
+            f"directory: {exc}", "check the entry's files (save_pretrained layout)",
+        ) from exc
+    model.to(request.device).eval()
+    return model, processor
