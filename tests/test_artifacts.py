@@ -85,6 +85,45 @@ def test_failed_atomic_write_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.bin"]
 
 
+def _record_fsyncs(monkeypatch):
+    """Record (path, whether the final name existed yet) for every os.fsync call."""
+    calls = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return calls
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_atomic_write_flushes_data_before_publishing_and_the_rename_after(tmp_path, monkeypatch):
+    calls = _record_fsyncs(monkeypatch)
+    target = tmp_path / "model.bin"
+    atomic_write_bytes(target, b"weights")
+    # the data of the temporary file first (it still has its temporary name), then the
+    # directory holding the new name; a power cut can then never leave an empty model.bin
+    assert len(calls) == 2
+    assert Path(calls[0]).parent == tmp_path and Path(calls[0]).name.endswith(".tmp")
+    assert calls[1] == str(tmp_path)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_staged_directory_flushes_every_file_before_the_swap(tmp_path, monkeypatch):
+    final = tmp_path / "out"
+    calls = _record_fsyncs(monkeypatch)
+    with staged_directory(final) as staging:
+        (staging / "sub").mkdir()
+        (staging / "sub" / "w.bin").write_bytes(b"x")
+        (staging / "a.txt").write_text("one")
+    flushed = [Path(c) for c in calls]
+    names = {p.name for p in flushed if ".staging" in str(p)}
+    assert {"w.bin", "a.txt", "sub"} <= names
+    assert flushed[-1] == tmp_path  # the swap itself made durable last
+
+
 def test_staged_directory_replaces_only_on_success(tmp_path):
     final = tmp_path / "out"
     with staged_directory(final) as staging:

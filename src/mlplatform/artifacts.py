@@ -208,6 +208,45 @@ def _acquire(lock: Any, name: str, path: Path, timeout: float | None) -> None:
         ) from exc
 
 
+# --- durability -------------------------------------------------------------------------------
+# A rename is atomic but not durable: after a power cut the new name can point at a file whose
+# data never reached the disk (zero length on ext4 with delayed allocation). So the data is
+# flushed before the rename publishes it, and the directory after, so the rename itself sticks.
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    """fsync a directory entry table; a no-op where the OS cannot open directories (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and directory under `root` (symlinks are not followed)."""
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(directory, name)
+            if not path.is_symlink():
+                _fsync_file(path)
+        _fsync_directory(Path(directory))
+
+
 # --- atomic files -----------------------------------------------------------------------------
 
 
@@ -228,8 +267,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with storage_errors("write", final, only=_NO_SPACE):
             yield tmp
+            _fsync_file(tmp)
         with storage_errors("move the finished file into place at", final):
             os.replace(tmp, final)
+            _fsync_directory(final.parent)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -279,8 +320,10 @@ def staged_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
     try:
         with storage_errors("write the artifact", final, only=_NO_SPACE):
             yield staging
+            _fsync_tree(staging)
         with storage_errors("move the finished artifact into place at", final):
             _swap_into_place(staging, final)
+            _fsync_directory(final.parent)
     finally:
         _remove_quietly(staging)
 
