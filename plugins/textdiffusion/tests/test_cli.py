@@ -28,9 +28,13 @@ def train_args(tiny_models, corpus, *extra):
     return [
         "job=train", "trainer=text_diffusion", f"trainer.corpus={corpus}",
         f"trainer.vae.encoder.source={bert}", f"trainer.vae.decoder.source={gpt2}",
-        "trainer.vae.latent_size=16", "trainer.vae.max_length=16", "trainer.vae.kl_weight=0.02",
-        "trainer.vae.kl_anneal_steps=100", "trainer.vae.free_bits=0.5", "trainer.lr=0.003",
+        # [CLS]+mean pooling and a fixed posterior variance with a KL weight keep the latents
+        # compact and used by the decoder, so random N(0, I) latents decode worse than the prior's
+        "trainer.vae.encoder.connector=BertForLatentConnectorNew", "trainer.vae.posterior_logvar=-4.0",
+        "trainer.vae.latent_size=16", "trainer.vae.max_length=16", "trainer.vae.kl_weight=0.1",
+        "trainer.vae.kl_anneal_steps=100", "trainer.lr=0.003",
         "trainer.diffusion.n_T=200", "trainer.diffusion.hidden_dim=64", "trainer.diffusion.num_layers=2",
+        "trainer.diffusion.prediction=v", "trainer.diffusion.train_on=mu",
         "trainer.log_every=25", "trainer.progress=false", *extra,
     ]
 
@@ -64,6 +68,8 @@ def test_training_learns_and_writes_its_outputs(trained):
     accuracy = [h["rec_token_accuracy"] for h in history]
     assert accuracy[-1] > 8 * chance, (accuracy, chance)  # far above chance (1/20)
     assert accuracy[-1] > accuracy[0] + 0.1
+    weights = [h["kl_weight"] for h in history]  # KL annealing: linear warm-up over 100 steps to 0.1
+    assert weights[0] < 0.03 and weights[-1] == pytest.approx(0.1) and weights == sorted(weights)
     ddpm = [h["ddpm_loss"] for h in history]
     assert sum(ddpm[-3:]) / 3 < sum(ddpm[:2]) / 2, ddpm  # the DDPM loss falls
     assert 0 <= metrics["final"]["reconstruction_bleu"] <= 100, metrics["final"]  # sacrebleu, reported
@@ -80,6 +86,15 @@ def test_sample_writes_grammatical_sentences(trained, tmp_path):
     assert len(sentences) == 16
     grammatical = sum(map(is_grammatical, sentences))
     assert grammatical >= 10, sentences
+    # well above what the same decoder makes of unconditioned N(0, I) latents (no prior)
+    import torch
+    from mlplatform_textdiffusion import TextDiffusionPipeline
+
+    pipe = TextDiffusionPipeline.from_pretrained(trained / "model", device="cpu")
+    z = torch.randn(64, pipe.latent_size, generator=torch.Generator().manual_seed(0))
+    random_rate = sum(map(is_grammatical, pipe.decode(z))) / 64
+    print(f"grammatical: sampled {grammatical / 16:.3f}, random latents {random_rate:.3f}")
+    assert grammatical / 16 >= random_rate + 0.25, (grammatical, random_rate)
     summary = json.loads((tmp_path / "out" / "samples.json").read_text())
     assert summary["used_ema"] and summary["sampler"] == "ddim"
     from safetensors.torch import load_file
@@ -87,10 +102,26 @@ def test_sample_writes_grammatical_sentences(trained, tmp_path):
     assert load_file(tmp_path / "out" / "latents.safetensors")["latents"].shape == (16, 16)
 
 
-def test_sample_with_ddpm_and_top_p(trained, tmp_path):
+def test_sample_with_ddpm_and_top_p_in_bfloat16(trained, tmp_path):
     ok(run_cli("job=sample", f"job.model={trained / 'model'}", "job.num_samples=4", "job.sampler=ddpm",
-               "job.decoding=top_p", "job.top_p=0.9", "hydra.run.dir=out", cwd=tmp_path))
+               "job.decoding=top_p", "job.top_p=0.9", "dtype=bfloat16", "hydra.run.dir=out", cwd=tmp_path))
     assert len((tmp_path / "out" / "sentences.txt").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "out" / "samples.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_the_exported_model_is_a_job_infer_task(trained, tmp_path):
+    """task=text_diffusion of job=infer (the managers plugin's job; CI installs every plugin)."""
+    pytest.importorskip("mlplatform_managers")
+    env = {"MLPLATFORM_LOAD_PLUGINS": "textdiffusion,managers"}
+    ok(run_cli("job=infer", "task=text_diffusion", f"task.model={trained / 'model'}", "task.num_samples=12",
+               "hydra.run.dir=inf", cwd=tmp_path, env=env))
+    record = json.loads((tmp_path / "inf" / "infer_result.json").read_text())
+    assert record["task"] == "text_diffusion" and record["result"]["used_ema"]
+    sentences = record["result"]["sentences"]
+    assert len(sentences) == 12 and sum(map(is_grammatical, sentences)) >= 8, sentences
+    assert (tmp_path / "inf" / "sentences.txt").read_text().splitlines() == sentences
+    bad(run_cli("job=infer", "task=text_diffusion", f"task.model={trained / 'model'}", "task.mode=evaluate",
+                cwd=tmp_path, env=env), "unknown task.mode 'evaluate'", "job=sample")
 
 
 def test_reconstruct_and_interpolate(trained, tmp_path):
@@ -118,7 +149,27 @@ def test_ddpm_mode_trains_the_prior_on_frozen_latents(trained, tiny_models, gram
 EPS_PLUGIN = '''
 import torch
 from mlplatform.api import hookimpl
-from mlplatform_textdiffusion import DDPM_Abs  # noqa: F401 - the public API a plugin builds on
+from mlplatform_textdiffusion import DDPM_Abs
+
+
+class ScaledDDPM(DDPM_Abs):
+    """A plugin's own DDPM on the abstract base: eps-prediction, its loss reported x1000 (so a
+    test can see that this class trained)."""
+
+    def __init__(self, eps_model, betas, n_T, criterion, ddpm_schedule, **options):
+        super().__init__(eps_model, betas, n_T, criterion, ddpm_schedule)
+        alpha_bar = torch.cumprod(1 - ddpm_schedule(betas[0], betas[1], n_T), 0).float()
+        self.register_buffer("alpha_bar", alpha_bar, persistent=False)
+
+    def forward(self, x, mu=None):
+        t = torch.randint(0, self.n_T, (x.shape[0],), device=x.device)
+        eps = torch.randn_like(x)
+        a = self.alpha_bar[t][:, None]
+        out = self.eps_model(a.sqrt() * x + (1 - a).sqrt() * eps, t)
+        return 1000 * (out - eps).pow(2).mean(-1), t
+
+    def sample(self, n_sample, size, device, fp16=False, **kwargs):
+        raise NotImplementedError("training only")
 
 
 class TinyEps(torch.nn.Module):
@@ -136,18 +187,23 @@ class TinyEps(torch.nn.Module):
 @hookimpl
 def register_text_diffusion_components(registry):
     registry.add("eps_model", "tiny_eps", TinyEps, description="a throw-away plugin's eps-model")
+    registry.add("ddpm", "scaled_ddpm", ScaledDDPM, description="a throw-away plugin's DDPM")
 '''
 
 
-def test_a_plugin_adds_an_eps_model_and_trains_with_it(tiny_models, grammar_corpus, tmp_path):
+def test_a_plugin_adds_an_eps_model_and_a_ddpm_subclass_and_trains_with_them(tiny_models, grammar_corpus, tmp_path):
     site = make_distribution(tmp_path / "site", "tiny-eps", {"tiny_eps_plugin": EPS_PLUGIN},
                              {"tiny_eps": "tiny_eps_plugin"})
     result = ok(run_cli(*train_args(tiny_models, grammar_corpus, "trainer.diffusion.eps_model=tiny_eps",
-                                    "trainer.steps=4", "trainer.log_every=2", "hydra.run.dir=run"),
+                                    "trainer.diffusion.ddpm_class=scaled_ddpm",
+                                    "trainer.steps=4", "trainer.log_every=2", "dtype=bfloat16",  # bf16 autocast on CPU too
+                                    "hydra.run.dir=run"),
                         cwd=tmp_path, extra_path=[site],
                         env={"MLPLATFORM_STRICT_PLUGINS": "1", "MLPLATFORM_LOAD_PLUGINS": "textdiffusion,tiny_eps"}))
     assert "trained text_diffusion (joint) for 4 steps" in result.stdout
     assert verify_artifact(tmp_path / "run" / "model")
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert all(h["ddpm_loss"] > 50 for h in history), history  # ScaledDDPM's x1000 loss: its class trained
 
 
 # --- bad input: exit 2 with a clear message ---------------------------------------------------
@@ -181,7 +237,7 @@ def test_checkpoint_from_another_configuration(trained, tiny_models, grammar_cor
 
 
 def test_sample_count_of_zero_or_less(trained, tmp_path):
-    for count in ("0",):
+    for count in ("0", "-2"):
         bad(run_cli("job=sample", f"job.model={trained / 'model'}", f"job.num_samples={count}", cwd=tmp_path),
             "job.num_samples must be >= 1")
 

@@ -116,6 +116,45 @@ def test_samplers_reproduce_gaussian_data_without_training(sampler, kwargs, sche
     assert torch.allclose(x.std(0), expected, rtol=0.03), (x.std(0), expected)
 
 
+class MixtureOptimal(torch.nn.Module):
+    """The exact E[eps | x_t] for x0 from a mixture of isotropic Gaussians (closed form: the
+    components' posterior responsibilities weight their Gaussian denoisers)."""
+
+    def __init__(self, alphas_cumprod, means, std, weights):
+        super().__init__()
+        self.ab, self.means, self.std, self.weights = alphas_cumprod, means, std, weights
+        self.anchor = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.latent_dim = means.shape[1]
+
+    def forward(self, x, t):
+        ab = self.ab[t][:, None, None]  # (batch, 1, 1) against components (1, k, dim)
+        var = ab * self.std**2 + 1 - ab
+        diff = x[:, None, :] - ab.sqrt() * self.means[None]
+        log_r = self.weights.log()[None] - 0.5 * (diff**2 / var).sum(-1)
+        r = log_r.softmax(-1)[..., None]
+        return (r * (1 - ab).sqrt() * diff / var).sum(1)
+
+
+def test_ddim50_matches_ddpm1000_on_a_mixture_with_the_exact_denoiser():
+    """With a perfect denoiser the fast sampler must reproduce a multimodal distribution as
+    well as 1000 ancestral steps do: any quality gap between them in a trained model is the
+    model's, not the sampler's (its step sub-sequence, alpha_bar indexing and final step)."""
+    means = torch.tensor([[3.0, 0.0], [-3.0, 2.0], [0.0, -3.0]], dtype=torch.float64)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    std = 0.3
+    ab = torch.cumprod(1 - linear_schedule(1e-4, 0.02, 1000), 0)
+    ddpm = DDPM(MixtureOptimal(ab, means, std, weights), (1e-4, 0.02), 1000, None, linear_schedule)
+    noise = torch.randn(4000, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for x in (ddim_sample(ddpm, noise, steps=50), ddpm_sample(ddpm, noise, generator=torch.Generator().manual_seed(1))):
+        nearest = torch.cdist(x, means).argmin(1)
+        fractions = torch.bincount(nearest, minlength=3).double() / len(x)
+        assert torch.allclose(fractions, weights, atol=0.03), fractions
+        for k in range(3):
+            members = x[nearest == k]
+            assert torch.allclose(members.mean(0), means[k], atol=0.05), (k, members.mean(0))
+            assert torch.allclose(members.std(0), torch.full((2,), std, dtype=torch.float64), rtol=0.12), (k, members.std(0))
+
+
 def test_ddim_with_eta1_on_all_steps_is_ancestral_ddpm():
     ddpm = optimal_ddpm()
     noise = torch.randn(256, 2, dtype=torch.float64)

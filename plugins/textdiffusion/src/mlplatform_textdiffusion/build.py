@@ -29,16 +29,17 @@ from mlplatform.api import (
     write_manifest,
 )
 
+from .abstract import DDPM_Abs, VAE_Abs, VAE_DDPM_Abs
 from .data import TextCodec
 from .eps_models import build_eps_model
-from .models import DDPM, VAE, VAE_DDPM, check_latent_sizes
+from .models import check_latent_sizes
 from .schemas import TextDiffusionTrainerConfig
 
 FORMAT = 1
 META_NAME = "textdiffusion.json"
 # options that say how long or where to train, not what the model is
 RUN_KEYS = ("steps", "log_every", "checkpoint_every", "output_dir", "resume", "progress", "init_from")
-VAE_ARCH_KEYS = ("encoder", "decoder", "latent_size", "posterior_logvar", "max_length")
+VAE_ARCH_KEYS = ("vae_class", "encoder", "decoder", "latent_size", "posterior_logvar", "max_length")
 
 
 def _connector(kind: str, cfg, latent_size: int, hf_config=None):
@@ -65,7 +66,7 @@ def load_tokenizer(source: str | Path):
                           "save the model's tokenizer there (tokenizer.save_pretrained)") from exc
 
 
-def build_model(options: TextDiffusionTrainerConfig, *, encoder_config=None, decoder_config=None) -> VAE_DDPM:
+def build_model(options: TextDiffusionTrainerConfig, *, encoder_config=None, decoder_config=None) -> VAE_DDPM_Abs:
     """The VAE_DDPM the options describe (connectors from their sources, or from the given
     transformers configs with weights still to load)."""
     v, d = options.vae, options.diffusion
@@ -79,16 +80,27 @@ def build_model(options: TextDiffusionTrainerConfig, *, encoder_config=None, dec
         )
     encoder = _connector("vae_encoder", v.encoder, v.latent_size, encoder_config)
     decoder = _connector("vae_decoder", v.decoder, v.latent_size, decoder_config)
-    vae = VAE(encoder, decoder, v.latent_size, kl_weight=v.kl_weight, free_bits=v.free_bits,
-              posterior_logvar=v.posterior_logvar)
     registry = get_registry()
+    vae = _model_class("vae", v.vae_class, VAE_Abs)(
+        encoder, decoder, v.latent_size, kl_weight=v.kl_weight, free_bits=v.free_bits,
+        posterior_logvar=v.posterior_logvar)
     eps_model = build_eps_model(registry.get("eps_model", d.eps_model), v.latent_size,
                                 hidden_dim=d.hidden_dim, num_layers=d.num_layers, num_heads=d.num_heads)
     _check_eps_shape(eps_model, d.eps_model, v.latent_size)
     schedule = registry.get("noise_schedule", d.schedule)
-    ddpm = DDPM(eps_model, (d.beta1, d.beta2), d.n_T, None, schedule, prediction=d.prediction, train_on=d.train_on)
+    ddpm = _model_class("ddpm", d.ddpm_class, DDPM_Abs)(
+        eps_model, (d.beta1, d.beta2), d.n_T, None, schedule, prediction=d.prediction, train_on=d.train_on)
     check_latent_sizes(v.latent_size, ddpm)
-    return VAE_DDPM(vae, ddpm, d.ddpm_weight)
+    return _model_class("vae_ddpm", options.vae_ddpm_class, VAE_DDPM_Abs)(vae, ddpm, d.ddpm_weight)
+
+
+def _model_class(kind: str, name: str, base: type) -> type:
+    """A registered model class (the defaults VAE, DDPM, VAE_DDPM, or a plugin's subclass)."""
+    cls = get_registry().get(kind, name)
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{kind} {name!r} is registered as {cls!r}, not a subclass of {base.__name__}",
+                          f"register a subclass of mlplatform_textdiffusion.{base.__name__}")
+    return cls
 
 
 def _check_eps_shape(eps_model, name: str, latent: int) -> None:
@@ -111,7 +123,7 @@ def make_codec(options: TextDiffusionTrainerConfig, encoder_tokenizer=None, deco
     return TextCodec(enc, dec, v.max_length, too_long or v.too_long)
 
 
-def check_max_length(model: VAE_DDPM, max_length: int) -> None:
+def check_max_length(model: VAE_DDPM_Abs, max_length: int) -> None:
     """max_length must fit the encoder's and the decoder's position tables."""
     limits = {
         "encoder": model.model_vae.encoder.max_length,
@@ -145,7 +157,7 @@ def differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 @dataclass
 class Artifact:
     directory: Path
-    model: VAE_DDPM
+    model: VAE_DDPM_Abs
     ema_eps_model: torch.nn.Module | None
     codec: TextCodec
     options: TextDiffusionTrainerConfig
@@ -154,7 +166,7 @@ class Artifact:
     training_state: dict | None
 
 
-def save_artifact(directory: Path, model: VAE_DDPM, codec: TextCodec, options, *, step: int, kind: str,
+def save_artifact(directory: Path, model: VAE_DDPM_Abs, codec: TextCodec, options, *, step: int, kind: str,
                   ema_eps_model=None, training_state: dict | None = None, extra: dict | None = None) -> Path:
     from safetensors.torch import save_model
 

@@ -101,18 +101,21 @@ class GPT2LatentDecoder(nn.Module):
         `past_tokens` tokens after the latent memory) continues a sequence.
         Returns (logits, cache)."""
         batch, length = input_ids.shape
-        if attention_mask is None:
-            attention_mask = torch.ones(batch, past_tokens + length, dtype=torch.long, device=input_ids.device)
-        if past_key_values is None:
-            past_key_values = self.latent_cache(z)
         embeds = self.lm.get_input_embeddings()(input_ids)
+        z = z.to(embeds.dtype)  # a float32 latent (a sampler's) on bf16/fp16 weights
         if self.latent_embedding is not None:
             embeds = embeds + self.latent_embedding(z)[:, None, :].to(embeds.dtype)
-        memory = torch.ones(batch, self.memory_length, dtype=attention_mask.dtype, device=input_ids.device)
+        if past_key_values is None:
+            past_key_values = self.latent_cache(z)
+        if attention_mask is not None:  # padding: the latent memory position is always visible
+            memory = torch.ones(batch, self.memory_length, dtype=attention_mask.dtype, device=input_ids.device)
+            attention_mask = torch.cat([memory, attention_mask], dim=1)
+        # without padding (decoding) no mask is passed: the causal mask over the cache, memory
+        # included, is the model's own, and building a full one per token costs more than the layers
         positions = torch.arange(past_tokens, past_tokens + length, device=input_ids.device)
         out = self.lm(
             inputs_embeds=embeds,
-            attention_mask=torch.cat([memory, attention_mask], dim=1),
+            attention_mask=attention_mask,
             past_key_values=past_key_values,
             position_ids=positions[None].expand(batch, length),
             use_cache=True,

@@ -34,7 +34,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.dim))
+        # the sinusoids are computed in float32, then cast to the weights' dtype (bf16/fp16 models)
+        return self.mlp(timestep_embedding(t, self.dim).to(self.mlp[0].weight.dtype))
 
 
 class MLPSkipNet(nn.Module):

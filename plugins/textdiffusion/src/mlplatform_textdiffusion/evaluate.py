@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +102,13 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 def evaluate(pipe, corpus: Sequence[str], *, n_sets: int = 3, num_samples: int = 32, sampler: str = "ddim",
              steps: int | None = 50, eta: float = 0.0, decoding=None, seed: int = 0,
-             judge_lm: str | Path | None = None) -> dict[str, Any]:
+             judge_lm: str | Path | None = None,
+             extra_metrics: dict[str, Callable[[list[str]], float]] | None = None) -> dict[str, Any]:
     """Metrics of `pipe` (a TextDiffusionPipeline) over `n_sets` sample sets of `num_samples`
     sentences each (set i uses seed + i). Reconstruction BLEU uses, per set, `num_samples`
-    corpus sentences drawn with that seed. Returns {"metrics": {name: mean_std}, ...}."""
+    corpus sentences drawn with that seed. `extra_metrics` maps names to functions of a set's
+    samples (e.g. a grammar check), reported like the others. Returns {"metrics": {name:
+    mean_std}, ...}."""
     corpus = list(corpus)
     if n_sets < 1:
         raise ConfigError(f"n_sets must be >= 1, got {n_sets}", "pass job.n_sets=3")
@@ -114,7 +117,9 @@ def evaluate(pipe, corpus: Sequence[str], *, n_sets: int = 3, num_samples: int =
     if not corpus:
         raise ConfigError("evaluation needs the training corpus", "pass job.corpus=PATH")
     judge = JudgeLM(judge_lm, pipe.device) if judge_lm else None
+    extra_metrics = dict(extra_metrics or {})
     per_set: dict[str, list[float]] = {m: [] for m in METRICS if judge or m != "perplexity"}
+    per_set.update({name: [] for name in extra_metrics})
     examples = []
     for i in range(n_sets):
         texts, _ = pipe.sample(num_samples, sampler=sampler, steps=steps, eta=eta, decoding=decoding, seed=seed + i)
@@ -127,6 +132,8 @@ def evaluate(pipe, corpus: Sequence[str], *, n_sets: int = 3, num_samples: int =
         per_set["novelty"].append(novelty(texts, corpus))
         if judge:
             per_set["perplexity"].append(judge.perplexity(texts))
+        for name, metric in extra_metrics.items():
+            per_set[name].append(float(metric(texts)))
         examples.append(texts[:5])
     result = {
         "metrics": {name: mean_std(values) for name, values in per_set.items()},

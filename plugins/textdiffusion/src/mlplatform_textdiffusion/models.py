@@ -152,8 +152,8 @@ class DDPM(DDPM_Abs):
     def sample(self, n_sample: int, size, device, fp16: bool = False, *, sampler=None, steps=None,
                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """n_sample latents: noise of shape (n_sample, *size) run through `sampler` (a
-        registered sampler callable; default: ancestral DDPM). fp16 autocasts the eps-model on
-        CUDA; on CPU it is ignored with a warning."""
+        registered sampler callable; default: ancestral DDPM). fp16 autocasts the eps-model to
+        float16 on an accelerator; on CPU it is ignored with a warning (the core's policy)."""
         from .samplers import ddpm_sample
 
         if n_sample < 1:
@@ -165,10 +165,10 @@ class DDPM(DDPM_Abs):
         run = sampler or ddpm_sample
         context = nullcontext()
         if fp16:
-            if device.type == "cuda":
-                context = torch.autocast("cuda", dtype=torch.float16)
+            if device.type != "cpu":
+                context = torch.autocast(device.type, dtype=torch.float16)
             else:
-                log.warning("fp16 sampling needs CUDA; sampling in float32 on %s", device)
+                log.warning("fp16 sampling needs an accelerator; sampling in float32 on %s", device)
         with context:
             return run(self, noise, steps=steps, eta=eta, generator=generator).float()
 

@@ -1,5 +1,10 @@
 """Using a trained model: `TextDiffusionPipeline.from_pretrained(DIR)` then `.sample(n)`,
-`.reconstruct(sentences)` or `.interpolate(a, b)`. No Hydra here; job=sample calls it."""
+`.reconstruct(sentences)` or `.interpolate(a, b)`. No Hydra here; job=sample and
+task=text_diffusion call it.
+
+`dtype` casts the weights (float32, bfloat16, float16 through the core's dtype policy, which
+falls back to float32 for float16 on CPU); the samplers' arithmetic stays in float64 and the
+decoder's next-token choice in float32 whatever the weights are."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mlplatform.api import ConfigError, get_registry, resolve_device
+from mlplatform.api import ConfigError, get_registry, resolve_device, resolve_dtype
 
 from .build import Artifact, load_artifact
 from .connectors import DECODING
@@ -29,20 +34,25 @@ class Decoding:
 
 
 class TextDiffusionPipeline:
-    def __init__(self, artifact: Artifact, device: torch.device, use_ema: bool = True):
+    def __init__(self, artifact: Artifact, device: torch.device, use_ema: bool = True,
+                 dtype: torch.dtype = torch.float32):
         self.artifact = artifact
         self.device = device
         self.model = artifact.model.eval()
         if use_ema and artifact.ema_eps_model is not None:
             self.model.ddpm.eps_model = artifact.ema_eps_model.eval()
+        self.model.to(device=device, dtype=dtype)
+        self.dtype = dtype
         self.codec = artifact.codec
         self.used_ema = use_ema and artifact.ema_eps_model is not None
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "auto", use_ema: bool = True,
-                        too_long: str | None = None) -> TextDiffusionPipeline:
+                        too_long: str | None = None, dtype: str = "float32") -> TextDiffusionPipeline:
         torch_device = resolve_device(device)
-        return cls(load_artifact(directory, too_long=too_long, device=torch_device), torch_device, use_ema)
+        torch_dtype = resolve_dtype(dtype, torch_device)
+        return cls(load_artifact(directory, too_long=too_long, device=torch_device), torch_device, use_ema,
+                   torch_dtype)
 
     @property
     def latent_size(self) -> int:

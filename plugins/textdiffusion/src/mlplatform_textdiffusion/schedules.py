@@ -7,7 +7,7 @@ the samplers use (`ScheduleTensors`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -58,6 +58,7 @@ class ScheduleTensors:
     betas: torch.Tensor
     alphas: torch.Tensor
     alphas_cumprod: torch.Tensor
+    _padded: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_betas(cls, betas: torch.Tensor) -> ScheduleTensors:
@@ -73,8 +74,11 @@ class ScheduleTensors:
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         """alpha_bar at integer steps t (t = -1 means "no noise": 1.0)."""
-        padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod])
-        return padded.to(t.device)[t + 1]
+        padded = self._padded.get(t.device)
+        if padded is None:  # built once per device: samplers call this at every step
+            padded = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod]).to(t.device)
+            self._padded[t.device] = padded
+        return padded[t + 1]
 
 
 SCHEDULES = {"linear": linear_schedule, "cosine": cosine_schedule, "dmlp": dmlp_schedule}

@@ -30,6 +30,8 @@ class ConnectorConfig:
 
 @dataclass
 class VAEConfig:
+    # a registered VAE class (kind `vae`): VAE, or a plugin's subclass of VAE_Abs
+    vae_class: str = "VAE"
     encoder: ConnectorConfig = field(default_factory=lambda: ConnectorConfig(connector="BertForLatentConnector"))
     decoder: ConnectorConfig = field(default_factory=lambda: ConnectorConfig(connector="GPT2ForLatentConnector"))
     # dimensions of the sentence latent
@@ -50,6 +52,8 @@ class VAEConfig:
 
 @dataclass
 class DiffusionConfig:
+    # a registered DDPM class (kind `ddpm`): DDPM, or a plugin's subclass of DDPM_Abs
+    ddpm_class: str = "DDPM"
     # a registered eps-model: mlp_skip, transformer, linear, residual (or a plugin's)
     eps_model: str = "mlp_skip"
     # the eps-model's latent size; null follows the VAE (a different number is an error)
@@ -87,6 +91,8 @@ class TextDiffusionTrainerConfig(ComponentConfig):
     mode: str = "joint"
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    # a registered VAE+DDPM class (kind `vae_ddpm`): VAE_DDPM, or a plugin's subclass of VAE_DDPM_Abs
+    vae_ddpm_class: str = "VAE_DDPM"
     # a checkpoint or exported model to start from (its configuration must match)
     init_from: Optional[str] = None  # noqa: UP045
     # a checkpoint directory to continue from (same configuration; steps may grow)
@@ -109,13 +115,13 @@ class TextDiffusionTrainerConfig(ComponentConfig):
 
 
 @dataclass
-class SampleJobConfig(JobConfig):
-    """job=sample: sample, reconstruct or interpolate sentences with a trained model."""
+class SamplingOptions:
+    """What job=sample and task=text_diffusion (job=infer) share: the model and how to sample."""
 
     # an exported model or checkpoint directory (written by trainer=text_diffusion)
     model: str = "???"
-    # sample (new sentences), reconstruct (encode and decode job.sentences), interpolate
-    # (between the two job.sentences) or evaluate (metrics over n_sets sample sets; needs corpus)
+    # sample (new sentences), reconstruct (encode and decode the sentences) or interpolate
+    # (between the two sentences); job=sample also has evaluate
     mode: str = "sample"
     num_samples: int = 8
     # a registered sampler: ddim or ddpm
@@ -139,6 +145,12 @@ class SampleJobConfig(JobConfig):
     use_ema: bool = True
     # sentences over the model's max_length: truncate or refuse (null: the model's setting)
     too_long: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
+class SampleJobConfig(SamplingOptions, JobConfig):
+    """job=sample: sample, reconstruct, interpolate or evaluate with a trained model."""
+
     # mode=evaluate: the training corpus (novelty, reconstruction BLEU references)
     corpus: Optional[str] = None  # noqa: UP045
     # mode=evaluate: auto, text or jsonl, and the text field of JSONL objects
@@ -148,3 +160,11 @@ class SampleJobConfig(JobConfig):
     n_sets: int = 3
     # mode=evaluate: a local causal LM directory (model + tokenizer) for perplexity (null: skipped)
     judge_lm: Optional[str] = None  # noqa: UP045
+
+
+@dataclass
+class TextDiffusionTaskConfig(SamplingOptions, ComponentConfig):
+    """task=text_diffusion (job=infer): sample, reconstruct or interpolate with an exported
+    model, as job=sample does (modes sample, reconstruct, interpolate)."""
+
+    name: str = "text_diffusion"

@@ -61,6 +61,28 @@ class EMA:
             ema_p.lerp_(p.detach().to(ema_p.dtype), 1 - decay)
 
 
+class LossWindow:
+    """Sums of the logged losses over the steps since the last record."""
+
+    def __init__(self, sums: dict[str, float] | None = None, count: int = 0):
+        self.sums = dict(sums or {})
+        self.count = count
+
+    def add(self, **values: float) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def means(self, reset: bool) -> dict[str, float]:
+        out = {key: total / self.count for key, total in self.sums.items()}
+        if reset:
+            self.sums, self.count = {}, 0
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count}
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -220,11 +242,13 @@ def train(options: Any, output_dir: str | Path, *, device: str = "auto", dtype: 
     optimizer = torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
     ema = EMA(model.ddpm.eps_model, options.diffusion.ema_decay) if options.diffusion.ema_decay > 0 else None
     first_step, history = 0, []
+    window = LossWindow()
     if resumed is not None:
         state = resumed.training_state
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         first_step, history = int(state["step"]), list(state["history"])
+        window = LossWindow(**state.get("loss_window", {}))
         if ema is not None and resumed.ema_eps_model is not None:
             ema.model.load_state_dict(resumed.ema_eps_model.state_dict())
             ema.updates = int(state["ema_updates"])
@@ -242,7 +266,7 @@ def train(options: Any, output_dir: str | Path, *, device: str = "auto", dtype: 
 
     def checkpoint(step: int) -> Path:
         state = {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                 "history": history, "ema_updates": ema.updates if ema else 0}
+                 "history": history, "ema_updates": ema.updates if ema else 0, "loss_window": window.state()}
         return save_artifact(checkpoints / f"step_{step:07d}", core, codec, options, step=step,
                              kind="checkpoint", ema_eps_model=ema.model if ema else None, training_state=state)
 
@@ -265,15 +289,16 @@ def train(options: Any, output_dir: str | Path, *, device: str = "auto", dtype: 
         if ema is not None:
             ema.update(core.ddpm.eps_model)
         done = step + 1
+        window.add(loss=float(total.detach()),
+                   rec_per_token=float(loss_rec.detach().sum()) / float(labels_mask[:, 1:].sum()),
+                   kl=float(loss_kl.detach().mean()), ddpm_loss=float(ddpm_loss.detach().mean()))
         if done % options.log_every == 0 or done == options.steps:
-            tokens = float(labels_mask[:, 1:].sum())
+            # the losses are means over the steps since the last record (one batch is too noisy
+            # to show a trend); a run's last record keeps its window for a resumed run to go on
             record = {
                 "step": done,
-                "loss": float(total.detach()),
-                "rec_per_token": float(loss_rec.detach().sum()) / tokens,
-                "kl": float(loss_kl.detach().mean()),
+                **window.means(reset=done % options.log_every == 0),
                 "kl_weight": core.model_vae.kl_weight,
-                "ddpm_loss": float(ddpm_loss.detach().mean()),
                 "rec_token_accuracy": reconstruction_accuracy(core, codec, eval_sentences, accelerator.device),
             }
             history.append(record)
