@@ -18,6 +18,7 @@ from managers_helpers import (  # noqa: E402
     make_tiny_blip,
     make_tiny_clip,
     make_tiny_safety_checker,
+    make_tiny_sd,
     rrdbnet_state_dict,
     write_catalog,
 )
@@ -90,3 +91,22 @@ def cli_env(tiny_models, tmp_path):
             "HF_HOME": str(tmp_path / "hf_home")}
 
 
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_models, tmp_path_factory):
+    """tiny_sd (a random-weight diffusers Stable Diffusion directory) in the tiny models dir, and
+    a catalog directory of its own listing it (so tests not using it never build it)."""
+    models, _catalog = tiny_models
+    make_tiny_sd(models / "tiny_sd")
+    catalog = tmp_path_factory.mktemp("sd_catalog")
+    write_catalog(catalog, "stable_diffusion", [{
+        "name": "tiny_sd", "type": "stable_diffusion", "licence": "test",
+        "description": "random-weight SD pipeline (32/64-wide UNet and VAE, 1-layer CLIP text)",
+        "files": file_entries(models / "tiny_sd")}])
+    return models, catalog
+
+
+@pytest.fixture
+def sd_env(cli_env, tiny_sd):
+    return {**cli_env, "MLPLATFORM_CATALOG_PATH": cli_env["MLPLATFORM_CATALOG_PATH"] + ":" + str(tiny_sd[1])}

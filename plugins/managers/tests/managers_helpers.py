@@ -51,20 +51,110 @@ def file_entries(root: Path) -> list[dict]:
             for p in sorted(root.rglob("*")) if p.is_file()]
 
 
+CLIP_MERGES = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("o", "g</w>")]
+
+
+def write_clip_vocab(directory: Path) -> dict[str, int]:
+    """vocab.json + merges.txt of a tiny CLIP BPE tokenizer: GPT-2's byte-level alphabet (with
+    and without the end-of-word mark), a few merges, and the two special tokens."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    for left, right in CLIP_MERGES:
+        vocab[left + right] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in CLIP_MERGES))
+    return vocab
+
+
+def make_tiny_sd(directory: Path) -> None:
+    """A random-weight Stable Diffusion pipeline of the real classes (UNet2DConditionModel,
+    AutoencoderKL, CLIPTextModel + CLIPTokenizer, PNDM scheduler), saved with save_pretrained:
+    32-wide blocks, VAE scale factor 2, so a 32x32 image is a 16x16 latent."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tok_src").mkdir(exist_ok=True)
+    vocab = write_clip_vocab(directory / "tok_src")
+    tokenizer = CLIPTokenizer(str(directory / "tok_src" / "vocab.json"),
+                              str(directory / "tok_src" / "merges.txt"), model_max_length=77)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4,
+        out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=2, norm_num_groups=32)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=32, sample_size=32)
+    eos = vocab["<|endoftext|>"]
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=77, bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=eos, pad_token_id=eos))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
+                                   tokenizer=tokenizer, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(directory, safe_serialization=True)
+    for leftover in (directory / "tok_src").iterdir():
+        leftover.unlink()
+    (directory / "tok_src").rmdir()
+
+
+def make_tiny_open_clip(directory: Path, coca: bool = False) -> None:
+    """A random-weight OpenCLIP ViT (1 layer, 32 wide, 32 px) in open_clip's hub layout:
+    open_clip_config.json (model_cfg + preprocess_cfg) and open_clip_model.safetensors. The
+    tokenizer is open_clip's default (its BPE vocabulary ships inside the package)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": {"embed_dim": 16,
+                      "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8,
+                                     "head_width": 16},
+                      "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32,
+                                   "heads": 2, "layers": 1}},
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                           "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
+    if coca:  # CoCa: attentional pooling, a cls token on the text, a multimodal decoder
+        model_cfg = config["model_cfg"]
+        model_cfg["custom_text"] = True
+        model_cfg["embed_dim"] = 32  # image tokens, text tokens and decoder share one width
+        model_cfg["vision_cfg"].update(attentional_pool=True, attn_pooler_heads=2,
+                                       attn_pooler_queries=8, output_tokens=True)
+        model_cfg["text_cfg"].update(context_length=76, embed_cls=True, output_tokens=True)
+        model_cfg["multimodal_cfg"] = {"context_length": 76, "vocab_size": 49408, "width": 32,
+                                       "heads": 2, "layers": 1, "attn_pooler_heads": 2}
+    (directory / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{directory}")  # random init: no weights yet
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(directory / "open_clip_model.safetensors"))
+
+
 def make_tiny_clip(directory: Path) -> None:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     directory.mkdir(parents=True, exist_ok=True)
-    # GPT-2's byte-level alphabet: printable bytes map to themselves, the rest to 256 + n
-    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
-    chars = [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
+    vocab = write_clip_vocab(directory)
     tokenizer = CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
     processor = CLIPProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),

@@ -186,8 +186,10 @@ def test_out_of_memory_halves_the_tile():
     assert torch.equal(out, x.repeat_interleave(2, -1).repeat_interleave(2, -2))
 
 
-@pytest.mark.parametrize("mode, expected", [("L", "L"), ("LA", "LA"), ("I;16", None)])
-def test_upscale_task_keeps_grayscale_and_refuses_16_bit(tiny_models, tmp_path, mode, expected):
+@pytest.mark.parametrize("mode, expected, suffix", [
+    ("L", "L", ".png"), ("LA", "LA", ".png"), ("I;16", "I;16", ".png"), ("I;16", None, ".tiff")])
+def test_upscale_task_keeps_grayscale_and_refuses_16_bit_non_png(tiny_models, tmp_path, mode,
+                                                                  expected, suffix):
     import numpy as np
     from mlplatform_managers import TaskContext
     from mlplatform_managers.schemas import UpscaleTaskConfig
@@ -199,12 +201,12 @@ def test_upscale_task_keeps_grayscale_and_refuses_16_bit(tiny_models, tmp_path, 
     models, catalog = tiny_models
     manager = ModelManager(models, catalog=load_catalog([catalog], packaged=False))
     source = Image.fromarray(np.full((12, 10), 128, dtype=np.uint8), "L").convert(mode)
-    source.save(tmp_path / "g.png")
+    source.save(tmp_path / f"g{suffix}")
     ctx = TaskContext(manager=manager, model="tiny_esrgan", device="cpu", dtype="float32",
                       seed=0, output_dir=tmp_path)
-    options = UpscaleTaskConfig(name="upscale", input=str(tmp_path / "g.png"), tile=0)
+    options = UpscaleTaskConfig(name="upscale", input=str(tmp_path / f"g{suffix}"), tile=0)
     if expected is None:
-        with pytest.raises(ConfigError, match="only 8-bit"):
+        with pytest.raises(ConfigError, match="16-bit images are read as PNG only"):
             UpscaleTask().run(ctx, options)
         return
     result = UpscaleTask().run(ctx, options)

@@ -132,6 +132,7 @@ TYPE_SETTINGS: dict[str, type[BaseModel]] = {
     "blip": PretrainedSettings,
     "vae": PretrainedSettings,
     "safety_checker": PretrainedSettings,
+    "stable_diffusion": PretrainedSettings,
 }
 
 

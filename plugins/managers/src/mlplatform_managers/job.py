@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from mlplatform.api import (
@@ -14,6 +15,7 @@ from mlplatform.api import (
     to_schema,
 )
 
+from .batch import distributed
 from .download import DownloadPolicy
 from .manager import ModelManager
 from .schemas import InferJobConfig, ManagerConfig, ModelConfig
@@ -109,8 +111,10 @@ def run_infer_job(cfg: Any) -> dict[str, Any]:
 
 
 def _save_summary(task: str, model: str | None, result: Any) -> None:
+    rank = int(os.environ.get("RANK", "0")) if distributed() else 0
+    name = f"infer_result.rank{rank}.json" if rank else "infer_result.json"  # one per process
     try:
-        atomic_write_json(job_output_dir() / "infer_result.json",
+        atomic_write_json(job_output_dir() / name,
                           {"task": task, "model": model, "result": result})
     except (MLPlatformError, TypeError, ValueError) as exc:  # a convenience copy only
         log.warning("could not write infer_result.json: %s", exc)

@@ -10,23 +10,28 @@ from mlplatform.api import hookimpl
 
 def _tasks():
     from .tasks.caption import CaptionTask
+    from .tasks.diffusion import Img2ImgTask, InpaintTask, Txt2ImgTask
     from .tasks.interrogate import InterrogateTask
     from .tasks.listing import ListTask
     from .tasks.safety import SafetyCheckTask
     from .tasks.upscale import UpscaleTask
 
     return [ListTask(), UpscaleTask(), InterrogateTask(), CaptionTask(),
-            SafetyCheckTask()]
+            SafetyCheckTask(), Txt2ImgTask(), Img2ImgTask(), InpaintTask()]
 
 
 def _managers():
     from .types.blip import BlipManager
     from .types.clip import ClipManager
+    from .types.compiled import CompiledManager
     from .types.esrgan import EsrganManager
+    from .types.open_clip import OpenClipManager
     from .types.safety_checker import SafetyCheckerManager
+    from .types.stable_diffusion import StableDiffusionManager
 
     return {"esrgan": EsrganManager, "clip": ClipManager, "blip": BlipManager,
-            "safety_checker": SafetyCheckerManager}
+            "safety_checker": SafetyCheckerManager, "stable_diffusion": StableDiffusionManager,
+            "compiled": CompiledManager, "open_clip": OpenClipManager}
 
 
 @hookimpl

@@ -55,14 +55,20 @@ class ListTaskConfig(ComponentConfig):
 
 @dataclass
 class UpscaleTaskConfig(ComponentConfig):
-    # the image to upscale (PNG, JPEG, WebP; RGB, RGBA or grayscale; 8 bit)
-    input: str = "???"
+    # the image to upscale (PNG, JPEG, WebP; RGB, RGBA, grey or grey + alpha; 8 bit, or 16-bit
+    # PNG); required unless batch_file is given
+    input: str | None = None
     # tile size in input pixels (0: whole image at once); halved on out-of-memory
     tile: int = 512
     # context pixels around each tile (discarded after the model ran)
     overlap: int = 32
     # output file name in the run dir; empty: <input stem>_x<scale>.png
     output: str = ""
+    # 8 or 16 bits per channel in the output PNG; null: the input's
+    bit_depth: int | None = None
+    # a UTF-8 file with one image path per line (instead of input): every image upscaled with
+    # the model loaded once, split across processes under `accelerate launch` / torchrun
+    batch_file: str | None = None
 
 
 @dataclass
@@ -98,3 +104,46 @@ class SafetyCheckTaskConfig(ComponentConfig):
     # output file name in the run dir (the image, or a black one when flagged);
     # empty: <input stem>_checked.png
     output: str = ""
+
+
+@dataclass
+class Txt2ImgTaskConfig(ComponentConfig):
+    # the prompt (ignored when batch_file is given)
+    prompt: str = ""
+    negative_prompt: str = ""
+    # a file of work items: .txt (one prompt per line) or .jsonl (one object per line with
+    # prompt, negative_prompt, seed, and for img2img / inpaint input and mask); split across
+    # processes under `accelerate launch`
+    batch_file: str | None = None
+    # null: the top-level seed; item i, image b gets seed + i * images_per_prompt + b
+    seed: int | None = None
+    steps: int = 30
+    guidance: float = 7.5
+    # default (the model's own), ddim, pndm, euler, euler_a, heun, lms, dpmpp_2m, dpm_2, unipc, ddpm
+    scheduler: str = "default"
+    images_per_prompt: int = 1
+    # pixels, multiples of 8; null: 512 (txt2img) or the input image's size (img2img, inpaint)
+    width: int | None = None
+    height: int | None = None
+    # a safety_checker catalog model applied to every image (flagged: replaced by black, marked)
+    safety_checker: str | None = None
+    # output names: <prefix><item index>_<image>.png; empty: the task name and '_'
+    output_prefix: str = ""
+    # compiled catalog models (job=build artifacts: vae_decode, clip_text) swapped into the
+    # pipeline in place of its eager VAE decoder / text encoder for this run
+    compiled: list = field(default_factory=list)
+
+
+@dataclass
+class Img2ImgTaskConfig(Txt2ImgTaskConfig):
+    # the starting image (items of a .jsonl batch_file may give their own)
+    input: str | None = None
+    # how much of the input is re-noised (0: unchanged, 1: fully)
+    strength: float = 0.75
+
+
+@dataclass
+class InpaintTaskConfig(Img2ImgTaskConfig):
+    # the mask: white pixels are repainted, black kept (items of a .jsonl batch_file may give their own)
+    mask: str | None = None
+    strength: float = 1.0

@@ -13,8 +13,15 @@ from . import Task, TaskContext
 
 def caption(blip: Any, image: Any, *, prompt: str = "", max_new_tokens: int = 30,
             num_beams: int = 1) -> str:
-    """Greedy (or beam) caption of a PIL image; `prompt` starts the caption (conditional)."""
+    """Greedy (or beam) caption of a PIL image; `prompt` starts the caption (conditional).
+    BLIP models, or open_clip CoCa models (greedy only)."""
     import torch
+
+    if hasattr(blip, "caption"):  # open_clip (CoCa)
+        if num_beams != 1:
+            raise ConfigError("open_clip CoCa captioning is greedy only",
+                              "pass task.num_beams=1")
+        return blip.caption(image, prompt=prompt, max_new_tokens=max_new_tokens)
 
     inputs = blip.processor(images=image.convert("RGB"), text=prompt or None, return_tensors="pt")
     inputs = {k: (v.to(blip.device, blip.dtype) if v.is_floating_point() else v.to(blip.device))
@@ -27,9 +34,9 @@ def caption(blip: Any, image: Any, *, prompt: str = "", max_new_tokens: int = 30
 
 class CaptionTask(Task):
     name = "caption"
-    description = "caption an image with a BLIP model"
+    description = "caption an image with a BLIP or an open_clip CoCa model"
     schema = CaptionTaskConfig
-    model_types = ("blip",)
+    model_types = ("blip", "open_clip")
 
     def run(self, ctx: TaskContext, options: CaptionTaskConfig) -> dict[str, Any]:
         if options.max_new_tokens < 1 or options.num_beams < 1:

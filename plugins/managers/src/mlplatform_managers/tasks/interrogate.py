@@ -33,6 +33,10 @@ def image_embedding(clip: Any, image: Any) -> Any:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG")
     key = hashlib.sha256(buffer.getvalue()).hexdigest()
+    if key not in clip.image_cache and hasattr(clip, "encode_images"):  # open_clip
+        with torch.inference_mode():
+            features = clip.encode_images([image])
+        clip.image_cache[key] = torch.nn.functional.normalize(features, dim=-1)[0].cpu()
     if key not in clip.image_cache:
         inputs = clip.processor(images=image.convert("RGB"), return_tensors="pt")
         pixels = inputs["pixel_values"].to(clip.device, clip.dtype)
@@ -48,6 +52,12 @@ def text_embeddings(clip: Any, texts: list[str]) -> Any:
 
     keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
     todo = [t for t, k in zip(texts, keys, strict=True) if k not in clip.text_cache]
+    if todo and hasattr(clip, "encode_texts"):  # open_clip
+        with torch.inference_mode():
+            features = torch.nn.functional.normalize(clip.encode_texts(todo), dim=-1).cpu()
+        for text, row in zip(todo, features, strict=True):
+            clip.text_cache[hashlib.sha256(text.encode("utf-8")).hexdigest()] = row
+        todo = []
     if todo:
         inputs = clip.processor(text=todo, return_tensors="pt", padding=True, truncation=True)
         inputs = {k: v.to(clip.device) for k, v in inputs.items()}
@@ -82,7 +92,7 @@ class InterrogateTask(Task):
     name = "interrogate"
     description = "rank candidate texts for an image by CLIP similarity"
     schema = InterrogateTaskConfig
-    model_types = ("clip",)
+    model_types = ("clip", "open_clip")
 
     def run(self, ctx: TaskContext, options: InterrogateTaskConfig) -> dict[str, Any]:
         from safetensors.torch import save_file

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ConfigError, sha256_file
+from mlplatform.api import ConfigError, atomic_write_json, sha256_file
 
-from ..images import load_image, save_png
+from ..batch import process_share, read_batch_file
+from ..images import load_array, save_array
 from ..schemas import UpscaleTaskConfig
 from . import Task, TaskContext
 
@@ -61,22 +62,6 @@ def upscale_with_fallback(run, image, scale: int, tile: int, overlap: int) -> tu
             tile = smaller
 
 
-def to_tensor(image: Any) -> Any:
-    import numpy as np
-    import torch
-
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def to_image(tensor: Any, mode: str) -> Any:
-    import numpy as np
-    from PIL import Image
-
-    array = tensor.squeeze(0).permute(1, 2, 0).float().clamp(0, 1).cpu().numpy()
-    return Image.fromarray((array * 255.0).round().astype(np.uint8), mode)
-
-
 class UpscaleTask(Task):
     name = "upscale"
     description = "upscale an image with an esrgan model (tiles, alpha kept)"
@@ -84,7 +69,6 @@ class UpscaleTask(Task):
     model_types = ("esrgan",)
 
     def run(self, ctx: TaskContext, options: UpscaleTaskConfig) -> dict[str, Any]:
-        import torch
 
         if options.tile < 0 or (0 < options.tile < MIN_TILE):
             raise ConfigError(f"task.tile is {options.tile}; use 0 (no tiling) or >= {MIN_TILE}",
@@ -92,44 +76,72 @@ class UpscaleTask(Task):
         if options.overlap < 0:
             raise ConfigError(f"task.overlap is {options.overlap}; it must be >= 0",
                               "pass task.overlap=32")
-        source = load_image(options.input)
-        if source.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            raise ConfigError(f"input image {options.input} is {source.mode} (16/32-bit); only "
-                              "8-bit images are supported so far", "convert it to 8-bit first")
-        gray = source.mode in ("1", "L", "LA")
-        alpha = None
-        if source.mode in ("RGBA", "LA", "PA") or (source.mode == "P" and "transparency" in source.info):
-            source = source.convert("RGBA")
-            alpha = source.getchannel("A")
-        rgb = source.convert("RGB")
+        if options.bit_depth not in (None, 8, 16):
+            raise ConfigError(f"task.bit_depth is {options.bit_depth}; use 8, 16 or null",
+                              "null keeps the input's bit depth")
+        if options.batch_file and (options.input or options.output):
+            raise ConfigError("task.batch_file replaces task.input and task.output",
+                              "pass either task.input=IMAGE or task.batch_file=FILE (one image "
+                              "path per line; outputs are named <stem>_x<scale>.png)")
+        if not options.batch_file:
+            if not options.input:
+                raise ConfigError("task=upscale needs an image",
+                                  "pass task.input=IMAGE or task.batch_file=FILE")
+            return self.upscale_one(ctx, options, options.input, options.output)
+        items = [item["input"] for item in read_batch_file(options.batch_file, ("input",),
+                                                           text_key="input")]
+        share, rank, world = process_share(items)
+        done = [{**self.upscale_one(ctx, options, source, ""), "item": index}
+                for index, source in share]
+        report = {"images": done, "items": len(items), "processes": world, "process": rank}
+        name = "upscaled.json" if world == 1 else f"upscaled.rank{rank}.json"
+        atomic_write_json(ctx.output_dir / name, done)
+        return report
+
+    def upscale_one(self, ctx: TaskContext, options: UpscaleTaskConfig, source: str,
+                    output: str) -> dict[str, Any]:
+        """One image through the model (loaded once, reused for every image of a batch)."""
+        import torch
+
+        pixels, depth, grey, has_alpha = load_array(source)
+        colour = pixels[..., :-1] if has_alpha else pixels
+        x = torch.from_numpy(colour).permute(2, 0, 1).unsqueeze(0).contiguous()
+        if grey:
+            x = x.repeat(1, 3, 1, 1)
         with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as model:
             scale = model.scale
-            x = to_tensor(rgb).to(model.device, model.dtype)
             with torch.inference_mode():
-                out, tile = upscale_with_fallback(model, x, scale, options.tile, options.overlap)
-                image = to_image(out, "RGB")
-                if alpha is not None:
-                    a = to_tensor(alpha.convert("RGB"))[:, :1]
-                    a = torch.nn.functional.interpolate(a, scale_factor=scale, mode="bicubic",
-                                                        align_corners=False)
-                    image.putalpha(to_image(a.repeat(1, 3, 1, 1), "RGB").getchannel(0))
-        if gray:
-            image = image.convert("LA" if alpha is not None else "L")
-        name = options.output or f"{Path(options.input).stem}_x{scale}.png"
+                out, tile = upscale_with_fallback(model, x.to(model.device, model.dtype), scale,
+                                                  options.tile, options.overlap)
+                out = out.float().clamp(0, 1).cpu()
+        if grey:  # ITU-R 601-2 luma, as Pillow's convert("L")
+            out = (out * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        if has_alpha:  # alpha is not image content: bicubic, not the model
+            a = torch.from_numpy(pixels[..., -1:]).permute(2, 0, 1).unsqueeze(0)
+            a = torch.nn.functional.interpolate(a, scale_factor=scale, mode="bicubic",
+                                                align_corners=False).clamp(0, 1)
+            out = torch.cat([out, a], dim=1)
+        result = out[0].permute(1, 2, 0).numpy()
+        out_depth = options.bit_depth or depth
+        source_height, source_width = pixels.shape[:2]
+        name = output or f"{Path(source).stem}_x{scale}.png"
         if Path(name).name != name:
             raise ConfigError(f"task.output {name!r} must be a file name, not a path",
                               "the output goes to the run dir; pass task.output=NAME.png")
         parameters = {
             "task": "upscale", "model": ctx.model, "scale": scale, "tile": tile,
-            "overlap": options.overlap, "input": str(options.input),
-            "input_sha256": sha256_file(options.input), "device": str(model.device),
+            "overlap": options.overlap, "input": str(source), "input_bit_depth": depth,
+            "bit_depth": out_depth,
+            "input_sha256": sha256_file(source), "device": str(model.device),
             "dtype": str(model.dtype).removeprefix("torch."),
             "model_sha256": hashlib.sha256(
                 "".join(f.sha256 or "" for f in ctx.manager.entry(ctx.model).files).encode()
             ).hexdigest()[:16],
         }
-        path = save_png(image, ctx.output_dir / name, parameters)
-        print(f"upscaled {options.input} ({source.width}x{source.height}) x{scale} with "
-              f"{ctx.model} -> {path} ({image.width}x{image.height}, tile {tile or 'none'})")
-        return {"output": str(path), "width": image.width, "height": image.height,
+        path = save_array(result, ctx.output_dir / name, parameters, out_depth)
+        height, width = result.shape[:2]
+        print(f"upscaled {source} ({source_width}x{source_height}, {depth}-bit) x{scale} "
+              f"with {ctx.model} -> {path} ({width}x{height}, {out_depth}-bit, tile "
+              f"{tile or 'none'})")
+        return {"output": str(path), "width": width, "height": height,
                 "scale": scale, "tile": tile, "parameters": parameters}
