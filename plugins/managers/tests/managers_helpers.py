@@ -275,3 +275,54 @@ def hydra_dir(tmp_path: Path) -> str:
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+
+# --- face restoration -------------------------------------------------------------------------
+
+# facexlib's 5-point template of a 512 px aligned face (eyes, nose tip, mouth corners)
+FACE_TEMPLATE_512 = [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+                     [201.26117, 371.41043], [313.08905, 371.15118]]
+
+
+def make_tiny_gfpgan(path: Path) -> None:
+    """Random weights of the real GFPGANv1Clean (the configuration of GFPGANv1.4, which spandrel
+    fixes: 512 px, 512 style features), saved as the official checkpoint is: a torch pickle of
+    {"params_ema": state_dict}."""
+    import torch
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    torch.manual_seed(0)
+    model = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
+                   fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True,
+                   narrow=1, sft_half=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": model.state_dict()}, path)
+
+
+def make_tiny_codeformer(path: Path) -> None:
+    """Random weights of the real CodeFormer architecture, shrunk where spandrel reads the size
+    from the weights (1 transformer layer, a 16-entry codebook), in the official checkpoint
+    layout {"params_ema": state_dict}."""
+    import torch
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(0)
+    model = CodeFormer(dim_embd=512, n_head=8, n_layers=1, codebook_size=16, latent_size=256,
+                       connect_list=["32", "64", "128", "256"], fix_modules=["quantize", "generator"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"params_ema": model.state_dict()}, path)
+
+
+def make_face_detector_weights(directory: Path) -> None:
+    """Random weights for facexlib's RetinaFace-MobileNet-0.25 detector and its ParseNet, under
+    the file names FaceRestoreHelper reads from model_rootpath (they detect nothing real)."""
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+    from facexlib.parsing.parsenet import ParseNet
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    detector = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
+    torch.save(detector.state_dict(), directory / "detection_mobilenet0.25_Final.pth")
+    parser = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    torch.save(parser.state_dict(), directory / "parsing_parsenet.pth")

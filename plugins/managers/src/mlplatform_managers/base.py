@@ -85,6 +85,9 @@ class TypeManager:
 
     types: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    # True for models whose licence the user must accept by name before they are fetched or
+    # loaded (manager.accept_licences=[NAME]); e.g. CodeFormer's non-commercial S-Lab License
+    licence_acceptance: ClassVar[bool] = False
 
     def load_model(self, request: LoadRequest) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement load_model(request)")

@@ -29,7 +29,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # the model types of issue 7; a type with no installed manager can be listed and downloaded
 KNOWN_TYPES = (
     "stable_diffusion", "vae", "clip", "open_clip", "blip", "esrgan", "gfpgan", "codeformer",
-    "safety_checker", "compiled", "embedding", "text_diffusion",
+    "safety_checker", "compiled", "embedding", "text_diffusion", "face_detector",
 )
 
 
@@ -124,10 +124,17 @@ class PretrainedSettings(_Strict):
     format: Literal["transformers", "diffusers"] = "transformers"
 
 
+class FaceDetectorSettings(_Strict):
+    # facexlib's name for the detector network whose weights the entry holds
+    det_model: Literal["retinaface_resnet50", "retinaface_mobile0.25"] = "retinaface_resnet50"
+
+
 # type -> schema of its `config`; types not listed take any mapping
 TYPE_SETTINGS: dict[str, type[BaseModel]] = {
     "esrgan": EsrganSettings,
     "gfpgan": EsrganSettings,
+    "codeformer": EsrganSettings,
+    "face_detector": FaceDetectorSettings,
     "clip": PretrainedSettings,
     "blip": PretrainedSettings,
     "vae": PretrainedSettings,

@@ -27,3 +27,7 @@ class BudgetError(MLPlatformError):
 
 class InputImageError(ConfigError):
     """An input image that is missing or cannot be decoded."""
+
+
+class LicenceError(ConfigError):
+    """A model whose licence (e.g. non-commercial) the user has not accepted by name."""

@@ -42,6 +42,7 @@ def manager_from_config(options: ManagerConfig) -> ModelManager:
         reserve_bytes=options.reserve_bytes,
         allow_unhashed=[str(n) for n in options.allow_unhashed],
         allow_pickle=[str(n) for n in options.allow_pickle],
+        accept_licences=[str(n) for n in options.accept_licences],
         hf_cache_dir=options.hf_cache_dir,
         download_policy=DownloadPolicy(
             timeout=options.download_timeout, retries=options.download_retries,

@@ -45,7 +45,7 @@ from .download import (
     local_path,
     verify_file,
 )
-from .errors import BudgetError, DownloadError, UnsafeModelError
+from .errors import BudgetError, DownloadError, LicenceError, UnsafeModelError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class ModelManager:
         reserve_bytes: int = DEFAULT_RESERVE,
         allow_unhashed: Iterable[str] = (),
         allow_pickle: Iterable[str] = (),
+        accept_licences: Iterable[str] = (),
         hf_cache_dir: str | None = None,
         download_policy: DownloadPolicy | None = None,
         type_managers: dict[str, TypeManager] | None = None,
@@ -120,6 +121,7 @@ class ModelManager:
         self._budget_option = budget_bytes
         self.allow_unhashed = set(allow_unhashed)
         self.allow_pickle = set(allow_pickle)
+        self.accept_licences = set(accept_licences)
         self.hf_cache_dir = hf_cache_dir
         self.download_policy = download_policy or DownloadPolicy()
         self._type_managers = dict(type_managers or {})
@@ -128,7 +130,7 @@ class ModelManager:
         self.tainted: dict[str, str] = {}
         self._lock = threading.RLock()
         self._name_locks: dict[str, threading.Lock] = {}
-        for name in [*self.allow_unhashed, *self.allow_pickle]:
+        for name in [*self.allow_unhashed, *self.allow_pickle, *self.accept_licences]:
             self.catalog.get(name)  # an opt-in for a model that does not exist is a typo
 
     # --- the catalog's view -----------------------------------------------------------------
@@ -357,6 +359,7 @@ class ModelManager:
                 f"fix the cause, then manager.untaint({name!r})",
             )
         manager = self.manager_for(entry)
+        self._check_licence(entry, manager)  # before anything is downloaded
         torch_device = device if not isinstance(device, str) else resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
         if entry.size_bytes is not None and entry.size_bytes > self.budget(torch_device):
@@ -396,6 +399,16 @@ class ModelManager:
         log.info("loaded %s (%s) on %s as %s: %.1f MiB in %.2fs", name, entry.type, torch_device,
                  str(torch_dtype).removeprefix("torch."), size / 2**20, time.perf_counter() - started)
         return record
+
+    def _check_licence(self, entry: CatalogEntry, manager: TypeManager) -> None:
+        if manager.licence_acceptance and entry.name not in self.accept_licences:
+            raise LicenceError(
+                f"model {entry.name!r} ({entry.type}) is licensed under {entry.licence}; it is "
+                "not loaded until you accept that licence",
+                f"read it ({entry.homepage or 'see the catalog entry'}) and, if your use "
+                f"complies, pass manager.accept_licences=[{entry.name}] "
+                f"(Python: ModelManager(accept_licences=[{entry.name!r}]))",
+            )
 
     @contextlib.contextmanager
     def use(self, name: str, *, device: Any = "auto", dtype: Any = "float32") -> Iterator[Any]:

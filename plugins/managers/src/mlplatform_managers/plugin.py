@@ -11,13 +11,14 @@ from mlplatform.api import hookimpl
 def _tasks():
     from .tasks.caption import CaptionTask
     from .tasks.diffusion import Img2ImgTask, InpaintTask, Txt2ImgTask
+    from .tasks.face_restore import FaceRestoreTask
     from .tasks.interrogate import InterrogateTask
     from .tasks.listing import ListTask
     from .tasks.safety import SafetyCheckTask
     from .tasks.upscale import UpscaleTask
 
     return [ListTask(), UpscaleTask(), InterrogateTask(), CaptionTask(),
-            SafetyCheckTask(), Txt2ImgTask(), Img2ImgTask(), InpaintTask()]
+            SafetyCheckTask(), Txt2ImgTask(), Img2ImgTask(), InpaintTask(), FaceRestoreTask()]
 
 
 def _managers():
@@ -25,13 +26,15 @@ def _managers():
     from .types.clip import ClipManager
     from .types.compiled import CompiledManager
     from .types.esrgan import EsrganManager
+    from .types.face_restore import CodeFormerManager, FaceRestoreManager
     from .types.open_clip import OpenClipManager
     from .types.safety_checker import SafetyCheckerManager
     from .types.stable_diffusion import StableDiffusionManager
 
     return {"esrgan": EsrganManager, "clip": ClipManager, "blip": BlipManager,
             "safety_checker": SafetyCheckerManager, "stable_diffusion": StableDiffusionManager,
-            "compiled": CompiledManager, "open_clip": OpenClipManager}
+            "compiled": CompiledManager, "open_clip": OpenClipManager,
+            "gfpgan": FaceRestoreManager, "codeformer": CodeFormerManager}
 
 
 @hookimpl

@@ -29,6 +29,8 @@ class ManagerConfig(ComponentConfig):
     # models whose files may lack a sha256 / may be loaded as full pickles (per model opt-outs)
     allow_unhashed: list = field(default_factory=list)
     allow_pickle: list = field(default_factory=list)
+    # models whose restrictive licence you accept (CodeFormer: S-Lab License 1.0, non-commercial)
+    accept_licences: list = field(default_factory=list)
     # Hugging Face cache for hf_repo downloads; null: huggingface_hub's default
     hf_cache_dir: str | None = None
     download_timeout: float = 30.0
@@ -147,3 +149,26 @@ class InpaintTaskConfig(Img2ImgTaskConfig):
     # the mask: white pixels are repainted, black kept (items of a .jsonl batch_file may give their own)
     mask: str | None = None
     strength: float = 1.0
+
+
+@dataclass
+class FaceRestoreTaskConfig(ComponentConfig):
+    # the image (PNG, JPEG, WebP; alpha is dropped, output is 8-bit RGB)
+    input: str = "???"
+    # full: detect faces (facexlib), align each to 512 px, restore, paste back into the image;
+    # aligned: the input already is an aligned face crop (resized to 512 px), restored directly
+    mode: str = "full"
+    # face_detector catalog entry for mode=full (fetched like any model; unhashed: needs
+    # manager.allow_unhashed=[NAME])
+    detector: str = "facexlib_retinaface_resnet50"
+    # a directory already holding facexlib's weight files (facexlib's model_rootpath); replaces
+    # the catalog entry's download (nothing is fetched; missing files are an error)
+    detector_dir: str | None = None
+    # restore only the face nearest the image centre (mode=full)
+    only_center_face: bool = False
+    # background scale factor (Lanczos resize) the restored faces are pasted into (mode=full)
+    upscale: int = 1
+    # CodeFormer only: 0 favours quality, 1 fidelity to the input; null: CodeFormer's 0.5
+    fidelity: float | None = None
+    # output file name in the run dir; empty: <input stem>_restored.png
+    output: str = ""
