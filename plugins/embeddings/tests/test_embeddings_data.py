@@ -30,6 +30,26 @@ def test_jsonl_csv_parquet_with_column_mapping(tmp_path):
     assert read_pairs(csv, csv_mapping) == expected
 
 
+def test_datasets_saved_on_disk_with_column_mapping(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = {"q": ["a b", "g"], "doc": ["c d", "h"], "hard": [["e", "f"], ["i", "j"]]}
+    mapping = DataConfig(train_file="", query_column="q", positive_column="doc", negative_columns=["hard"])
+    DatasetDict({"train": Dataset.from_dict(rows), "validation": Dataset.from_dict(rows)}).save_to_disk(
+        tmp_path / "pairs")
+    expected = [Pair("a b", "c d", ("e", "f")), Pair("g", "h", ("i", "j"))]
+    assert read_pairs(tmp_path / "pairs" / "train", mapping) == expected
+    train, validation = load_splits(DataConfig(
+        train_file=str(tmp_path / "pairs" / "train"), validation_file=str(tmp_path / "pairs" / "validation"),
+        query_column="q", positive_column="doc", negative_columns=["hard"]), seed=0)
+    assert train == validation == expected
+    with pytest.raises(ConfigError, match=r"holds a DatasetDict \(splits: train, validation\)"):
+        read_pairs(tmp_path / "pairs", mapping)
+    Dataset.from_dict({"q": ["x"], "text": ["y"]}).save_to_disk(tmp_path / "bad")
+    with pytest.raises(ConfigError, match=r"bad, row 1: no column 'doc'"):
+        read_pairs(tmp_path / "bad", mapping)
+
+
 def test_missing_column_names_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text('{"query": "a", "positive": "b"}\n{"query": "c", "pos": "d"}\n')

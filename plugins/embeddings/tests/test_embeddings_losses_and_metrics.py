@@ -138,3 +138,17 @@ def test_distillation_losses_match_hand_computation():
     assert torch.allclose(distillation_loss(student, teacher, "kl", t), kl)
     assert torch.allclose(distillation_loss(student, teacher, "mse"), ((student - teacher) ** 2).mean())
     assert distillation_loss(teacher, teacher, "kl", t).abs() < 1e-6
+
+
+def test_label_free_alignment_and_uniformity_hand_computed():
+    from mlplatform_embeddings.metrics import alignment_uniformity
+
+    e = torch.eye(3)
+    perfect = alignment_uniformity(e, e, e)
+    assert perfect["alignment"] == 0.0
+    # every distinct pair of orthonormal rows is at squared distance 2: log(exp(-4)) = -4
+    assert perfect["uniformity"] == pytest.approx(-4.0)
+    collapsed = alignment_uniformity(torch.ones(3, 3), torch.ones(3, 3), torch.ones(4, 3))
+    assert collapsed["uniformity"] == pytest.approx(0.0, abs=1e-6)  # the worst value
+    swapped = alignment_uniformity(e, e[[1, 2, 0]], e)
+    assert swapped["alignment"] == pytest.approx(2.0)  # every query at distance^2 2 from its positive

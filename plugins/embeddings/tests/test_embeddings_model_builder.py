@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -162,3 +163,30 @@ def test_compile_and_static_graph_follow_their_keys(tiny_bert):
     assert enable_static_graph(model, options, None) is None  # not DDP: nothing to do
     with pytest.raises(ConfigError, match="compile_mode"):
         compile_model(model, {**options, "compile_mode": "fastest"}, None)
+
+
+def test_lora_adapter_export_round_trip_and_merge_give_equal_embeddings(tiny_bert, tmp_path):
+    from mlplatform_embeddings import export_sentence_transformers, load_exported
+
+    options = {"model_name": str(tiny_bert), "use_lora": True, "lora_r": 4, "projection_dim": 16}
+    model = apply_lora(build_model(options), options, None).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():  # a trained-looking adapter (lora_B starts at zero)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    texts = ["d1 d2 d3", "q4 q5", "d7"]
+    expected = model.encode(texts)
+    adapter_dir = export_sentence_transformers(model, tmp_path / "adapter", adapter=True)
+    assert (adapter_dir / "adapter_config.json").is_file() and not (adapter_dir / "model.safetensors").exists()
+    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    assert manifest["adapter"] is True and manifest["lora_merged"] is False
+    reloaded = load_exported(adapter_dir)
+    assert hasattr(reloaded.backbone, "merge_and_unload")  # the adapter on its base model
+    assert torch.allclose(reloaded.encode(texts), expected, atol=1e-5)
+    merged_dir = export_sentence_transformers(reloaded, tmp_path / "merged")  # merge after reload
+    assert json.loads((merged_dir / "manifest.json").read_text())["lora_merged"] is True
+    assert torch.allclose(load_exported(merged_dir).encode(texts), expected, atol=1e-5)
+    plain = build_model({"model_name": str(tiny_bert)})
+    with pytest.raises(ConfigError, match="an adapter export needs a LoRA model"):
+        export_sentence_transformers(plain, tmp_path / "no", adapter=True)

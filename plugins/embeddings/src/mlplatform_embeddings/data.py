@@ -13,6 +13,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError
 
+from .clip import ImagePath
 from .schemas import DATA_FORMATS, DataConfig
 
 
@@ -30,12 +31,15 @@ def data_format(path: Path, declared: str | None) -> str:
                 f"data.format is {declared!r}", f"use one of {', '.join(DATA_FORMATS)} or null"
             )
         return declared
+    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        return "hf"  # a Hugging Face datasets save_to_disk directory
     suffix = path.suffix.lower().lstrip(".")
     found = {"jsonl": "jsonl", "json": "jsonl", "csv": "csv", "parquet": "parquet"}.get(suffix)
     if found is None:
         raise ConfigError(
             f"cannot tell the format of {path} from its suffix {path.suffix!r}",
-            "name it .jsonl, .csv or .parquet, or set data.format",
+            "name it .jsonl, .csv or .parquet, point at a datasets save_to_disk directory, or set "
+            "data.format",
         )
     return found
 
@@ -73,6 +77,8 @@ def _records(path: Path, fmt: str):
                             "quote fields that contain commas, or fix that line",
                         )
                     yield label, record
+        elif fmt == "hf":
+            yield from _hf_records(path)
         else:
             import pyarrow.parquet as pq
 
@@ -89,6 +95,26 @@ def _records(path: Path, fmt: str):
         if type(exc).__module__.startswith("pyarrow"):
             raise ConfigError(f"{path} is not a readable Parquet file: {exc}", "re-write it") from exc
         raise
+
+
+def _hf_records(path: Path):
+    """Rows of a Hugging Face `datasets` Dataset saved with save_to_disk (one split)."""
+    from datasets import Dataset, load_from_disk
+
+    if not path.is_dir():
+        raise ConfigError(f"data file {path} is not a datasets save_to_disk directory",
+                          "point at the directory save_to_disk wrote")
+    try:
+        dataset = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"cannot load a datasets dataset from {path}: {exc}",
+                          "point at a directory written by Dataset.save_to_disk") from exc
+    if not isinstance(dataset, Dataset):
+        splits = ", ".join(dataset)
+        raise ConfigError(f"{path} holds a DatasetDict (splits: {splits}), not one split",
+                          f"point data.train_file / validation_file at a split, e.g. {path}/train")
+    for number, record in enumerate(dataset, start=1):
+        yield f"row {number}", record
 
 
 def _text(record: dict[str, Any], column: str, where: str, path: Path) -> str:
@@ -124,14 +150,31 @@ def _negatives(record: dict[str, Any], column: str, where: str, path: Path) -> l
     return list(texts)
 
 
+def _image(record: dict[str, Any], column: str, where: str, path: Path) -> ImagePath:
+    """The record's image file, relative to the data file's folder unless absolute."""
+    image = Path(_text(record, column, where, path))
+    image = image if image.is_absolute() else path.parent / image
+    if not image.is_file():
+        raise ConfigError(f"{path}, {where}: image file {image} does not exist",
+                          "fix the path in that record (relative paths start at the data file's folder)")
+    return ImagePath(image)
+
+
 def read_pairs(path: str | Path, data: DataConfig) -> list[Pair]:
-    """Every pair in `path`; an empty file is an error."""
+    """Every pair in `path`; an empty file is an error. With data.image_column, each pair is a
+    caption (query_column) and an image file (image_column)."""
     path = Path(path)
     fmt = data_format(path, data.format)
+    if data.image_column and data.negative_columns:
+        raise ConfigError("data.negative_columns is not supported with data.image_column",
+                          "drop data.negative_columns for image-text pairs")
     pairs = []
     counts = set()
     for where, record in _records(path, fmt):
         query = _text(record, data.query_column, where, path)
+        if data.image_column:
+            pairs.append(Pair(query, _image(record, data.image_column, where, path)))
+            continue
         positive = _text(record, data.positive_column, where, path)
         negatives = [n for column in data.negative_columns for n in _negatives(record, column, where, path)]
         counts.add(len(negatives))

@@ -90,21 +90,26 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 64, device: Any = None) -> torch.Tensor:
-        """Embeddings of `texts` as a float32 CPU tensor (eval mode for the call)."""
+        """Embeddings of `texts` as a float32 CPU tensor (eval mode for the call); the texts are
+        encoded sorted by length, `batch_size` at a time, so little padding is computed."""
+        from .batching import tokenize_chunks
+
         was_training = self.training
         self.eval()
         device = device or next(self.parameters()).device
-        chunks = []
+        outputs = []
         try:
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenize(texts[start : start + batch_size])
-                batch = {k: v.to(device) for k, v in batch.items()}
-                chunks.append(self(**batch).float().cpu())
+            for start in range(0, len(texts), 1024):  # bounded tokenised memory
+                chunks = tokenize_chunks(self.tokenizer, list(texts[start:start + 1024]),
+                                         self.max_seq_length, overhead=10**6, max_rows=batch_size)
+                chunks = chunks.to(device)
+                part = torch.cat([self(**chunk).float() for chunk in chunks.inputs])
+                outputs.append(part[chunks.restore].cpu())
         finally:
             self.train(was_training)
-        if not chunks:
+        if not outputs:
             return torch.empty(0, self.embedding_dim)
-        return torch.cat(chunks)
+        return torch.cat(outputs)
 
 
 @dataclass

@@ -40,15 +40,23 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def export_sentence_transformers(
-    encoder: TextEncoder, directory: str | Path, info: dict[str, Any] | None = None
+    encoder: TextEncoder, directory: str | Path, info: dict[str, Any] | None = None,
+    *, adapter: bool = False,
 ) -> Path:
     """Write `encoder` to `directory` (replacing an earlier export atomically): the transformer
-    at the root, 1_Pooling, 2_Dense (projection head, if any), Normalize, plus manifest.json."""
+    at the root, 1_Pooling, 2_Dense (projection head, if any), Normalize, plus manifest.json.
+
+    LoRA is merged into a copy of the transformer, unless `adapter`: then the root holds the PEFT
+    adapter alone (adapter_config.json naming the base model, adapter_model.safetensors), which
+    `build_model` / `load_exported` put back on the base model."""
     from safetensors.torch import save_file
 
     final = Path(directory)
     remove_stale_staging(final)
-    backbone, merged = _merged_backbone(encoder)
+    if adapter and not hasattr(encoder.backbone, "merge_and_unload"):
+        raise ConfigError("an adapter export needs a LoRA model", "set model.use_lora=true, or drop "
+                          "trainer.export_adapter")
+    backbone, merged = (encoder.backbone, False) if adapter else _merged_backbone(encoder)
     pooling_mode = encoder.pooling
     dim = int(backbone.config.hidden_size)
     with staged_directory(final) as staging:
@@ -95,9 +103,71 @@ def export_sentence_transformers(
             "normalize": encoder.normalize,
             "max_seq_length": encoder.max_seq_length,
             "lora_merged": merged,
+            "adapter": adapter,
+            **({"base_model": backbone.peft_config["default"].base_model_name_or_path} if adapter else {}),
             **(info or {}),
         })
     return final
+
+
+def export_image_text(encoder: Any, directory: str | Path, info: dict[str, Any] | None = None,
+                      temperature: float | None = None) -> Path:
+    """Write a trained ImageTextEncoder as a transformers CLIP directory (LoRA merged; the
+    trained temperature written into logit_scale), its tokenizer and image processor, plus
+    manifest.json."""
+    import math
+
+    final = Path(directory)
+    remove_stale_staging(final)
+    backbone, merged = _merged_backbone(encoder)
+    if temperature is not None:
+        backbone = copy.deepcopy(backbone) if backbone is encoder.backbone else backbone
+        with torch.no_grad():
+            backbone.logit_scale.fill_(math.log(1.0 / temperature))
+    with staged_directory(final) as staging:
+        backbone.save_pretrained(staging)
+        encoder.tokenizer.save_pretrained(staging)
+        encoder.image_processor.save_pretrained(staging)
+        write_manifest(staging, {
+            "kind": EXPORT_KIND, "format": "clip", "source": encoder.source,
+            "embedding_dim": encoder.embedding_dim, "normalize": encoder.normalize,
+            "max_seq_length": encoder.max_seq_length, "lora_merged": merged, **(info or {}),
+        })
+    return final
+
+
+def export_model(encoder: Any, directory: str | Path, info: dict[str, Any] | None = None,
+                 temperature: float | None = None, adapter: bool = False) -> Path:
+    """The export for the encoder's kind: sentence-transformers for text, CLIP for image-text."""
+    if adapter and getattr(encoder, "pooling", None) in ("clip", "towers", "open_clip"):
+        raise ConfigError("adapter export is supported for text models only",
+                          "drop trainer.export_adapter (the CLIP export merges LoRA)")
+    if getattr(encoder, "pooling", None) == "clip":
+        return export_image_text(encoder, directory, info, temperature)
+    if getattr(encoder, "pooling", None) == "open_clip":
+        from .openclip import export_open_clip
+
+        final = Path(directory)
+        remove_stale_staging(final)
+        with staged_directory(final) as staging:
+            written = export_open_clip(encoder, staging, temperature)
+            write_manifest(staging, {"kind": EXPORT_KIND, "source": encoder.source,
+                                     "normalize": encoder.normalize,
+                                     "max_seq_length": encoder.max_seq_length, **written, **(info or {})})
+        return final
+    if getattr(encoder, "pooling", None) == "towers":
+        from .towers import export_tower_pair
+
+        final = Path(directory)
+        remove_stale_staging(final)
+        with staged_directory(final) as staging:
+            towers = export_tower_pair(encoder, staging)
+            write_manifest(staging, {
+                "kind": EXPORT_KIND, "source": encoder.source, "embedding_dim": encoder.embedding_dim,
+                "max_seq_length": encoder.max_seq_length, **towers, **(info or {}),
+            })
+        return final
+    return export_sentence_transformers(encoder, directory, info, adapter=adapter)
 
 
 def load_exported(directory: str | Path) -> TextEncoder:
@@ -121,14 +191,30 @@ def load_exported(directory: str | Path) -> TextEncoder:
     return model
 
 
-def embed(model_dir: str | Path, texts: list[str], batch_size: int = 32, device: Any = "cpu") -> np.ndarray:
-    """Embeddings (len(texts), dim) as float32 numpy, from an exported model directory."""
-    if not texts:
-        raise ConfigError("no texts to embed", "pass texts=[...] or a texts_file with one per line")
+def embed(model_dir: str | Path, texts: list[str], batch_size: int = 32, device: Any = "cpu",
+          images: list[str] = ()) -> np.ndarray:
+    """Embeddings (len(texts) + len(images), dim) as float32 numpy, from an exported model
+    directory: the texts' rows, then the images' (an image-text model's image files)."""
+    from .clip import ImagePath
+
+    if not texts and not images:
+        raise ConfigError("nothing to embed", "pass texts=[...] / a texts_file with one per line, "
+                          "or images=[...] for an image-text model")
     if batch_size < 1:
         raise ConfigError(f"batch_size is {batch_size}; it must be at least 1", "pass batch_size=32")
     model = load_exported(model_dir).to(device)
-    return model.encode(list(texts), batch_size=batch_size, device=device).numpy()
+    if images and getattr(model, "image_processor", None) is None:
+        raise ConfigError(f"{model_dir} is a text model: it cannot embed images",
+                          "pass texts, or an image-text model's export")
+    for image in images:
+        if not Path(image).is_file():
+            raise ConfigError(f"image file {image} does not exist", "check the path")
+    parts = []
+    if texts:
+        parts.append(model.encode(list(texts), batch_size=batch_size, device=device))
+    if images:
+        parts.append(model.encode([ImagePath(i) for i in images], batch_size=batch_size, device=device))
+    return torch.cat(parts).numpy()
 
 
 def read_texts_file(path: str | Path) -> list[str]:

@@ -45,7 +45,8 @@ def run_embed_task(cfg: Any) -> dict[str, Any]:
     """The `embed` task: `run(cfg) -> result`.
 
     `cfg` is the composed config with a `task` node of schema EmbedTaskConfig (task=embed):
-    `task.model_dir` (an exported model), `task.texts` or `task.texts_file`, `task.batch_size`,
+    `task.model_dir` (an exported model), `task.texts` or `task.texts_file`, `task.images` (an
+    image-text model's image files, embedded after the texts), `task.batch_size`,
     `task.save`; `cfg.device` picks the device. Returns a JSON-friendly dict: {"embeddings": one
     list of floats per text, "dimension": int, "texts": [...], "model_dir": str, "path": the
     float32 embeddings.npy in the run dir, or None with task.save=false}.
@@ -53,7 +54,8 @@ def run_embed_task(cfg: Any) -> dict[str, Any]:
     task: EmbedTaskConfig = to_schema(cfg.task, "task")
     texts = list(task.texts) + (read_texts_file(task.texts_file) if task.texts_file else [])
     device = resolve_device(cfg.get("device", "cpu"))
-    vectors = embed(task.model_dir, texts, batch_size=task.batch_size, device=device)
+    vectors = embed(task.model_dir, texts, batch_size=task.batch_size, device=device,
+                    images=list(task.images))
     path = None
     if task.save:
         import io
@@ -61,6 +63,7 @@ def run_embed_task(cfg: Any) -> dict[str, Any]:
         buffer = io.BytesIO()
         np.save(buffer, vectors)
         path = str(atomic_write_bytes(job_output_dir() / "embeddings.npy", buffer.getvalue()))
-    print(f"embedded {len(texts)} texts -> {vectors.shape[1]} dimensions" + (f"; saved {path}" if path else ""))
+    print(f"embedded {len(texts)} texts and {len(task.images)} images -> {vectors.shape[1]} dimensions"
+          + (f"; saved {path}" if path else ""))
     return {"embeddings": vectors.tolist(), "dimension": int(vectors.shape[1]), "texts": texts,
-            "model_dir": task.model_dir, "path": path}
+            "images": list(task.images), "model_dir": task.model_dir, "path": path}

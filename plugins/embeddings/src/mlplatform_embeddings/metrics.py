@@ -51,9 +51,27 @@ def retrieval_metrics(
     return {key: value / counted for key, value in totals.items()}
 
 
+def alignment_uniformity(queries: torch.Tensor, positives: torch.Tensor, documents: torch.Tensor,
+                         max_rows: int = 2000) -> dict[str, float]:
+    """Label-free embedding quality (Wang & Isola 2020), from embeddings alone: alignment is the
+    mean squared distance between each query and its positive (lower is better), uniformity
+    log E[exp(-2 |x - y|^2)] over distinct document pairs (lower: spread over the sphere). Both
+    on L2-normalised rows; a collapsed model has alignment 0 and uniformity 0 (its worst)."""
+    q = torch.nn.functional.normalize(queries.float(), dim=-1)
+    p = torch.nn.functional.normalize(positives.float(), dim=-1)
+    d = torch.nn.functional.normalize(documents[:max_rows].float(), dim=-1)
+    alignment = float((q - p).pow(2).sum(-1).mean()) if len(q) else float("nan")
+    if len(d) < 2:
+        return {"alignment": alignment, "uniformity": float("nan")}
+    distances = torch.pdist(d).pow(2)
+    uniformity = float(torch.logsumexp(-2 * distances, 0) - math.log(len(distances)))
+    return {"alignment": alignment, "uniformity": uniformity}
+
+
 def evaluate_pairs(model, pairs, batch_size: int = 64, device=None) -> dict[str, float]:
     """Retrieve among every distinct document of `pairs` (positives and hard negatives) for each
-    distinct query; its positives are the relevant documents."""
+    distinct query; its positives are the relevant documents (the pairs are the only labels
+    needed). Also the label-free alignment and uniformity of the embeddings."""
     documents: dict[str, int] = {}
     for pair in pairs:
         for text in (pair.positive, *pair.negatives):
@@ -61,10 +79,15 @@ def evaluate_pairs(model, pairs, batch_size: int = 64, device=None) -> dict[str,
     queries: dict[str, set[int]] = {}
     for pair in pairs:
         queries.setdefault(pair.query, set()).add(documents[pair.positive])
-    query_emb = model.encode(list(queries), batch_size=batch_size, device=device)
-    doc_emb = model.encode(list(documents), batch_size=batch_size, device=device)
+    # torch.as_tensor: a sentence-transformers model's encode returns numpy
+    query_emb = torch.as_tensor(model.encode(list(queries), batch_size=batch_size, device=device))
+    doc_emb = torch.as_tensor(model.encode(list(documents), batch_size=batch_size, device=device))
     scores = query_emb @ doc_emb.T
     result = retrieval_metrics(scores, list(queries.values()))
+    query_index = {text: i for i, text in enumerate(queries)}
+    result.update(alignment_uniformity(
+        query_emb[[query_index[p.query] for p in pairs]], doc_emb[[documents[p.positive] for p in pairs]],
+        doc_emb))
     result["queries"] = len(queries)
     result["documents"] = len(documents)
     return result

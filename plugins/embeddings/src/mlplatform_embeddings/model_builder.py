@@ -25,8 +25,11 @@ from torch import nn
 
 from mlplatform.api import ConfigError, ModelSourceError, from_options, resolve_model_source
 
+from .clip import IMAGE_TEXT_TYPES, build_image_text_model, model_type
 from .encoder import TextEncoder, read_sentence_transformers_dir
+from .openclip import build_open_clip_model, is_open_clip_dir
 from .schemas import COMPILE_MODES, POOLING_MODES, TORCH_DTYPES, ModelConfig
+from .towers import TOWERS_FILE, build_tower_pair, load_tower_pair
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +91,26 @@ def _check(cfg: ModelConfig, where: str) -> None:
 def build_model(config: Any) -> TextEncoder:
     """The student: backbone + pooling (+ projection head) from `config.model_name`, in
     `torch_dtype`, with gradient checkpointing when `use_gradient_checkpointing` (with or without
-    LoRA). LoRA itself is added by `apply_lora`."""
+    LoRA). LoRA itself is added by `apply_lora`. A CLIP directory gives an ImageTextEncoder."""
     cfg = model_config(config)
     from transformers import AutoModel, AutoTokenizer
 
+    if cfg.image_model_name:
+        return build_tower_pair(cfg, build_model)
     root = resolve_model_source(cfg.model_name, required_file=None)
+    if (root / TOWERS_FILE).is_file():
+        return load_tower_pair(root, cfg, build_model)
+    if is_open_clip_dir(root):
+        return build_open_clip_model(root, cfg)
+    if model_type(root) in IMAGE_TEXT_TYPES:
+        model = build_image_text_model(root, cfg)
+        if cfg.use_gradient_checkpointing:
+            enable_gradient_checkpointing(model, cfg)
+        return model
     layout = read_sentence_transformers_dir(root)
     transformer_dir = layout.transformer_dir if layout else root
-    if not (transformer_dir / "config.json").is_file():
+    adapter = (transformer_dir / "adapter_config.json").is_file()
+    if not adapter and not (transformer_dir / "config.json").is_file():
         raise ModelSourceError(
             f"{transformer_dir} has no config.json: not a transformers model directory",
             "point model_name at a directory written by save_pretrained (or a sentence-transformers "
@@ -105,7 +120,10 @@ def build_model(config: Any) -> TextEncoder:
     # weights stay in full precision, and mixed precision is accelerate's job
     dtype = getattr(torch, cfg.torch_dtype or "float32")
     try:
-        backbone = AutoModel.from_pretrained(str(transformer_dir), dtype=dtype)
+        if adapter:  # an exported PEFT adapter: its base model, then the adapter on top
+            backbone = _adapter_backbone(transformer_dir, dtype)
+        else:
+            backbone = AutoModel.from_pretrained(str(transformer_dir), dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(transformer_dir))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelSourceError(
@@ -135,6 +153,20 @@ def build_model(config: Any) -> TextEncoder:
     if cfg.use_gradient_checkpointing:
         enable_gradient_checkpointing(model, cfg)
     return model
+
+
+def _adapter_backbone(adapter_dir: Path, dtype: torch.dtype) -> nn.Module:
+    """A PEFT LoRA adapter directory on its base model (adapter_config.json names the base: a
+    local directory, or a hub id resolved like model_name), frozen for inference."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModel
+
+    base_name = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    if not base_name:
+        raise ModelSourceError(f"{adapter_dir}/adapter_config.json names no base model",
+                               "set base_model_name_or_path in it to the base model directory")
+    base = AutoModel.from_pretrained(str(resolve_model_source(base_name, required_file=None)), dtype=dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir))
 
 
 def _projection(cfg: ModelConfig, layout: Any, hidden: int) -> nn.Linear | None:
@@ -238,6 +270,8 @@ def apply_lora(model: TextEncoder, config: Any, accelerator: Any = None) -> Text
         target_modules=targets, bias="none",
     )
     model.backbone = get_peft_model(model.backbone, lora)
+    if hasattr(model, "after_lora"):  # the model family's preset (CLIP: projections trainable)
+        model.after_lora()
     if cfg.use_gradient_checkpointing:
         enable_gradient_checkpointing(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -39,7 +39,12 @@ def build_optimizer(modules: list[nn.Module], optim: OptimConfig) -> torch.optim
     groups = parameter_groups(modules, optim.weight_decay)
     if not groups:
         raise ConfigError("the model has no trainable parameters", "check model.use_lora and its targets")
-    return torch.optim.AdamW(groups, lr=optim.learning_rate, eps=optim.adam_epsilon)
+    # the fused kernel (one pass over each tensor) when every parameter allows it: on a CPU it
+    # is several times faster than the per-tensor loop, with the same update
+    fused = all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]
+    )
+    return torch.optim.AdamW(groups, lr=optim.learning_rate, eps=optim.adam_epsilon, fused=fused or None)
 
 
 def warmup_steps(optim: OptimConfig, total_steps: int) -> int:

@@ -17,7 +17,7 @@ SCHEDULERS = ("cosine", "linear", "constant")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
-DATA_FORMATS = ("jsonl", "csv", "parquet")
+DATA_FORMATS = ("jsonl", "csv", "parquet", "hf")
 
 
 @dataclass
@@ -28,6 +28,9 @@ class ModelConfig:
     model_name: str = "???"
     # float32, float16 or bfloat16 weights; null is float32 (use optim.mixed_precision for speed)
     torch_dtype: str | None = None
+    # an image tower (a transformers vision model directory) paired with model_name as the text
+    # tower; both are projected to projection_dim (required then). null: a text or CLIP model
+    image_model_name: str | None = None
     # cls, mean or last_token; null reads a sentence-transformers pooling config, else mean
     pooling: str | None = None
     # size of an optional linear projection head on the pooled embedding (null: none)
@@ -59,20 +62,25 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Query/positive pairs with optional hard negatives, from JSONL, CSV or Parquet."""
+    """Query/positive pairs with optional hard negatives, from JSONL, CSV, Parquet or a Hugging
+    Face `datasets` dataset saved on disk."""
 
-    # the training file (.jsonl, .csv or .parquet)
+    # the training file (.jsonl, .csv or .parquet) or a datasets save_to_disk directory
     train_file: str = "???"
     # a separate validation file; else validation_split holds out a fraction of train_file
     validation_file: str | None = None
     validation_split: float = 0.0
-    # jsonl, csv or parquet; null infers it from the file suffix
+    # jsonl, csv, parquet or hf (a datasets save_to_disk directory of one split); null infers it
+    # from the suffix or the directory
     format: str | None = None
     # column mapping: which column holds the query, the positive, and hard negatives (each
     # negative column holds a string, or in JSONL/Parquet a list of strings)
     query_column: str = "query"
     positive_column: str = "positive"
     negative_columns: list[str] = field(default_factory=list)
+    # image-text pairs (a CLIP model): the column holding each record's image file (relative to
+    # the data file's folder); query_column then holds its caption
+    image_column: str | None = None
 
 
 @dataclass
@@ -147,13 +155,27 @@ class EmbeddingTrainerConfig(ComponentConfig):
     eval_batch_size: int = 64
     # log the loss every N optimizer steps
     log_every: int = 10
+    # accelerate trackers for the loss, learning rate, temperature and evaluations, e.g.
+    # [tensorboard] (needs the tensorboard package); written under output_dir/trackers
+    log_with: list[str] = field(default_factory=list)
     # write a sentence-transformers model directory (LoRA merged) with a manifest at the end
     export: bool = True
+    # with LoRA: export the PEFT adapter alone (on its base model, named by path) instead of
+    # merging it into the transformer
+    export_adapter: bool = False
+    # encode each batch as length-sorted chunks padded only to their own longest text (the same
+    # embeddings, fewer padding tokens computed); false: queries, then documents, each padded
+    # to their own longest text
+    length_bucketing: bool = True
+    # GradCache: encode the batch in chunks of at most grad_cache_chunk_size texts, so
+    # activation memory stays that of one chunk whatever batch_size is (costs a second forward)
+    grad_cache: bool = False
+    grad_cache_chunk_size: int = 32
 
 
 @dataclass
 class EmbedTaskConfig(ComponentConfig):
-    """task=embed: encode texts with an exported embedding model."""
+    """task=embed: encode texts (and, with an image-text model, images) with an exported model."""
 
     name: str = "embed"
     # an exported model directory (with manifest.json) from trainer=embedding
@@ -161,6 +183,8 @@ class EmbedTaskConfig(ComponentConfig):
     # texts to encode, or a file with one text per line (texts_file)
     texts: list[str] = field(default_factory=list)
     texts_file: str | None = None
+    # image files to encode with an image-text export (rows after the texts' rows)
+    images: list[str] = field(default_factory=list)
     batch_size: int = 32
     # write embeddings.npy in the run dir
     save: bool = True

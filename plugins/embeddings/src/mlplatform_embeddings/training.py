@@ -35,9 +35,12 @@ from mlplatform.api import (
     write_manifest,
 )
 
+from .batching import MAX_CHUNK_ROWS, Chunks, overhead_tokens, tokenize_chunks
+from .clip import ImageTextBase, evaluate_zero_shot, is_images
 from .data import Pair, load_splits
 from .encoder import TextEncoder
-from .export import export_sentence_transformers
+from .export import export_model
+from .gradcache import grad_cache_backward
 from .losses import build_loss, distillation_loss
 from .metrics import evaluate_pairs
 from .model_builder import (
@@ -70,12 +73,17 @@ class ContrastiveModel(nn.Module):
         self.distillation = distillation  # {"kind", "weight", "temperature"} with a teacher
         self.cross_device_negatives = cross_device_negatives
 
-    def forward(
-        self, queries: dict, documents: dict, rows: int, query_ids, doc_ids,
+    def embed(self, texts: Chunks) -> torch.Tensor:
+        """Embeddings of every text of the batch (queries, then documents), chunk by chunk."""
+        return torch.cat([self.encoder(**chunk) for chunk in texts.inputs])[texts.restore]
+
+    def contrastive_loss(
+        self, embeddings: torch.Tensor, rows: int, query_ids, doc_ids,
         teacher_scores: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        q = self.encoder(**queries)
-        d = self.encoder(**documents)
+        """The loss from the batch's embeddings: queries are the first `rows`, then the
+        positives, then the hard negatives. GradCache calls this on cached embeddings."""
+        q, d = embeddings[:rows], embeddings[rows:]
         positive, negatives = d[:rows], d[rows:]
         distill = None
         if teacher_scores is not None and self.distillation:  # on this process's rows
@@ -93,6 +101,15 @@ class ContrastiveModel(nn.Module):
             query_ids=query_ids, doc_ids=doc_ids[:rows], negative_ids=doc_ids[rows:],
         )
         return value if distill is None else value + distill
+
+    def forward(
+        self, texts: Chunks | None = None, rows: int = 0, query_ids=None, doc_ids=None,
+        teacher_scores: torch.Tensor | None = None, *, chunk: dict | None = None,
+    ) -> torch.Tensor:
+        """The batch's loss; or, with `chunk=` (GradCache), one chunk's embeddings."""
+        if chunk is not None:
+            return self.encoder(**chunk)
+        return self.contrastive_loss(self.embed(texts), rows, query_ids, doc_ids, teacher_scores)
 
 
 def gathering() -> bool:
@@ -150,24 +167,35 @@ def text_id(text: str) -> int:
 
 
 class PairCollator:
-    """Tokenises a batch of pairs: queries, then positives followed by all hard negatives, with
-    integer ids saying which texts are equal (for duplicate masking)."""
+    """Tokenises a batch of pairs: queries, then positives, then all hard negatives, as
+    length-bucketed chunks (batching.py), with integer ids saying which texts are equal (for
+    duplicate masking)."""
 
-    def __init__(self, encoder: TextEncoder, keep_texts: bool = False):
+    def __init__(
+        self, encoder: TextEncoder, keep_texts: bool = False, *, bucketing: bool = True,
+        overhead: int = 64, max_rows: int = MAX_CHUNK_ROWS,
+    ):
         self.encoder = encoder
         self.keep_texts = keep_texts
+        self.bucketing, self.overhead, self.max_rows = bucketing, overhead, max_rows
 
     def __call__(self, pairs: list[Pair]) -> dict[str, Any]:
         documents = [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]
-        doc_ids = torch.tensor([text_id(t) for t in documents])
-        query_ids = torch.tensor([text_id(p.query) for p in pairs])
         queries = [p.query for p in pairs]
+        if is_images(documents):  # captions and images (an ImageTextEncoder)
+            texts = self.encoder.chunks(queries, documents, overhead=self.overhead,
+                                        max_rows=self.max_rows, bucketing=self.bucketing)
+        else:
+            texts = tokenize_chunks(
+                self.encoder.tokenizer, queries + documents, self.encoder.max_seq_length,
+                overhead=self.overhead, max_rows=self.max_rows, bucketing=self.bucketing,
+                groups=(len(queries),),
+            )
         batch = {
-            "queries": self.encoder.tokenize(queries),
-            "documents": self.encoder.tokenize(documents),
+            "texts": texts,
             "rows": len(pairs),
-            "query_ids": query_ids,
-            "doc_ids": doc_ids,
+            "query_ids": torch.tensor([text_id(t) for t in queries]),
+            "doc_ids": torch.tensor([text_id(t) for t in documents]),
         }
         if self.keep_texts:  # for a teacher with its own tokenizer
             batch["query_texts"], batch["document_texts"] = queries, documents
@@ -187,7 +215,7 @@ def trainer_config(config: Any) -> EmbeddingTrainerConfig:
         )
     cfg = from_options(EmbeddingTrainerConfig, options, "trainer")
     model_config(cfg.model, "trainer.model")  # ranges and choices
-    for key in ("batch_size", "epochs", "eval_batch_size", "log_every"):
+    for key in ("batch_size", "epochs", "eval_batch_size", "log_every", "grad_cache_chunk_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"trainer.{key} is {getattr(cfg, key)}; it must be at least 1",
                               f"pass trainer.{key}=N")
@@ -301,13 +329,26 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
         accelerator = Accelerator(
             cpu=torch_device.type == "cpu",
             kwargs_handlers=[DistributedDataParallelKwargs(
-                find_unused_parameters=cfg.model.find_unused_parameters)],
+                # GradCache's chunk passes leave the loss's parameters out of DDP's graph
+                find_unused_parameters=cfg.model.find_unused_parameters or cfg.grad_cache)],
             mixed_precision=cfg.optim.mixed_precision,
             gradient_accumulation_steps=cfg.optim.gradient_accumulation_steps,
+            log_with=list(cfg.log_with) or None, project_dir=str(output_dir / "trackers"),
         )
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(f"accelerate refused the setup: {exc}",
-                          "check trainer.optim.mixed_precision for this device") from exc
+                          "check trainer.optim.mixed_precision for this device and trainer.log_with "
+                          "(installed accelerate trackers, e.g. [tensorboard])") from exc
+    if cfg.log_with:
+        available = {str(getattr(t, "value", getattr(t, "name", t))) for t in accelerator.log_with}
+        missing = [name for name in cfg.log_with if name != "all" and name not in available]
+        if missing:
+            raise ConfigError(f"trainer.log_with: tracker(s) {missing} are not available",
+                              "install the tracker's package (e.g. pip install tensorboard) or drop it")
+        accelerator.init_trackers("embedding", config={
+            "model_name": cfg.model.model_name, "batch_size": cfg.batch_size,
+            "learning_rate": cfg.optim.learning_rate, "seed": seed,
+        })
     accum = cfg.optim.gradient_accumulation_steps
     per_step = cfg.batch_size * accum * accelerator.num_processes
     if cfg.batch_size > len(train_pairs):
@@ -327,8 +368,22 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
     set_seed(seed)
 
     encoder = build_model(cfg.model)
+    image_text = isinstance(encoder, ImageTextBase)
+    if image_text != bool(cfg.data.image_column):
+        raise ConfigError(
+            f"{cfg.model.model_name} is {'an image-text' if image_text else 'a text'} model, "
+            f"but data.image_column is {cfg.data.image_column!r}",
+            "set data.image_column to the image-path column for a CLIP model (and only for one)",
+        )
+    if image_text and cfg.model.teacher_model_name:
+        raise ConfigError("distillation is not supported for image-text models yet",
+                          "drop model.teacher_model_name")
     apply_lora(encoder, cfg.model, accelerator)
-    loss = build_loss(cfg.loss.name, temperature=cfg.loss.temperature,
+    # a CLIP model's learnable temperature starts from its own logit scale
+    own_temperature = getattr(encoder, "temperature", None) if image_text else None
+    start_temperature = (own_temperature if own_temperature and cfg.loss.learnable_temperature
+                         else cfg.loss.temperature)
+    loss = build_loss(cfg.loss.name, temperature=start_temperature,
                       learnable_temperature=cfg.loss.learnable_temperature,
                       mask_duplicates=cfg.loss.mask_duplicates, symmetric=cfg.loss.symmetric,
                       matryoshka_dims=list(cfg.loss.matryoshka_dims))
@@ -351,14 +406,19 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
     sampler = EpochSampler(len(train_pairs), steps_per_epoch * per_step, seed)
     loader = torch.utils.data.DataLoader(
         train_pairs, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-        collate_fn=PairCollator(encoder, keep_texts=teacher is not None),
+        collate_fn=PairCollator(
+            encoder, keep_texts=teacher is not None, bucketing=cfg.length_bucketing,
+            overhead=overhead_tokens(accelerator.device.type),
+            max_rows=cfg.grad_cache_chunk_size if cfg.grad_cache else MAX_CHUNK_ROWS,
+        ),
         # its own generator: creating an iterator (as resuming does) must not draw from the
         # global RNG that dropout uses, or a resumed run would drift from an uninterrupted one
         generator=torch.Generator().manual_seed(seed),
     )
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
-    enable_static_graph(module, cfg.model, accelerator)
+    if not cfg.grad_cache:  # its chunk passes change the graph between calls
+        enable_static_graph(module, cfg.model, accelerator)
     module = compile_model(module, cfg.model, accelerator)
     unwrapped = accelerator.unwrap_model(module)
     if teacher is not None:
@@ -391,10 +451,16 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
         if not validation or not accelerator.is_main_process:
             return
         result = evaluate_pairs(unwrapped.encoder, validation, cfg.eval_batch_size, accelerator.device)
+        if image_text:
+            result.update(evaluate_zero_shot(unwrapped.encoder, validation, cfg.eval_batch_size,
+                                             accelerator.device))
         result.update(step=step, label=label)
         evaluations.append(result)
+        accelerator.log({f"eval/{k}": v for k, v in result.items()
+                         if isinstance(v, float) and not math.isnan(v)}, step=step)
         accelerator.print(f"[{label} step {step}] nDCG@10={result['ndcg@10']:.4f} "
-                          f"R@1={result['recall@1']:.4f} R@10={result['recall@10']:.4f}")
+                          f"R@1={result['recall@1']:.4f} R@10={result['recall@10']:.4f}"
+                          + (f" zero-shot={result['zero_shot_accuracy']:.4f}" if image_text else ""))
 
     def save_checkpoint() -> Path:
         path = output_dir / "checkpoints" / f"step-{step:06d}"
@@ -428,8 +494,11 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
             for key in ("query_texts", "document_texts"):  # the teacher's; the student has ids
                 batch.pop(key, None)
             with accelerator.accumulate(module):
-                value = module(**batch)
-                accelerator.backward(value)
+                if cfg.grad_cache:
+                    value = grad_cache_backward(module, unwrapped, batch, accelerator)
+                else:
+                    value = module(**batch)
+                    accelerator.backward(value)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
@@ -446,6 +515,8 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
                 history.append({"step": step, "loss": sum(running) / len(running),
                                 "lr": scheduler.get_last_lr()[0],
                                 "temperature": unwrapped.loss.temperature})
+                accelerator.log({f"train/{k}": v for k, v in history[-1].items() if k != "step"},
+                                step=step)
                 running.clear()
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 evaluate("during")
@@ -485,10 +556,11 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
     }
     if accelerator.is_main_process:
         if cfg.export:
-            exported = export_sentence_transformers(
+            exported = export_model(
                 unwrapped.encoder, output_dir / "model",
                 {"trained_steps": step, "matryoshka_dims": list(cfg.loss.matryoshka_dims),
                  "final_metrics": evaluations[-1] if evaluations else None},
+                temperature=unwrapped.loss.temperature, adapter=cfg.export_adapter,
             )
             summary["model_dir"] = str(exported)
         atomic_write_json(output_dir / "metrics.json", summary)
