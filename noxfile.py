@@ -43,6 +43,22 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(default=False, tags=["gpu"])
 def bench_gpu(session: nox.Session) -> None:
-    """CUDA compile benchmarks at 512x512 (skips cleanly without CUDA)."""
-    session.install("-r", "requirements-dev.txt", "matplotlib")
-    session.run("python", "benchmarks/compile/run.py", "--device", "cuda", *session.posargs)
+    """CUDA: every GPU backend installed, the gpu-marked tests, then the compile benchmarks at
+    512x512 (skips cleanly without CUDA). With MLPLATFORM_REQUIRE_GPU_BACKENDS=a,b (the GPU CI job
+    sets it), a skipped gpu test or a skipped benchmark of one of those backends fails the run."""
+    import glob
+    import os
+
+    session.install("-r", "requirements-dev.txt", "matplotlib", "-e", "plugins/compile[tensorrt]")
+    wheels = os.environ.get("MLPLATFORM_GPU_WHEELS")
+    if wheels:  # AITemplate + fx2ait, built from source by benchmarks/compile/gpu_setup.sh
+        session.install(*sorted(glob.glob(os.path.join(wheels, "*.whl"))))
+    required = os.environ.get("MLPLATFORM_REQUIRE_GPU_BACKENDS", "")
+    session.run(
+        "python", "-m", "pytest", "-m", "gpu", "-rs", "plugins/compile/tests",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    extra = ["--require-backends", required] if required else []
+    session.run(
+        "python", "benchmarks/compile/run.py", "--device", "cuda", *extra, *session.posargs
+    )

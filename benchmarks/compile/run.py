@@ -33,7 +33,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 BENCHMARK = "compile"
-ALL_BACKENDS = ("eager", "inductor", "aot_inductor", "aitemplate")
+ALL_BACKENDS = ("eager", "inductor", "aot_inductor", "onnxruntime", "openvino", "tensorrt",
+                "aitemplate")
+# what runs without --backends: on CPU the in-process peer comparison is peers.py; on CUDA every
+# GPU backend, TensorRT as the peer (the GPU CI job requires them not to be skipped)
+DEFAULT_BACKENDS = {
+    "cpu": ("eager", "inductor", "aot_inductor", "aitemplate"),
+    "cuda": ("eager", "inductor", "aot_inductor", "tensorrt", "onnxruntime", "aitemplate"),
+}
 RESULT_TAG = "BENCH_RESULT "
 
 # ---------------------------------------------------------------------------------------------
@@ -346,7 +353,7 @@ def plan(args) -> list[dict]:
     jobs = []
     table = QUICK_SHAPES if args.quick else SHAPES
     builders = args.builders or (QUICK_BUILDERS if args.quick else DEFAULT_BUILDERS[args.device])
-    backends = list(args.backends or ALL_BACKENDS)
+    backends = list(args.backends or DEFAULT_BACKENDS[args.device])
     if "eager" not in backends:
         backends.insert(0, "eager")  # the reference every speedup and error is measured against
     backends.sort(key=lambda b: b != "eager")
@@ -463,6 +470,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-wait", type=float, default=120.0,
                     help="longest wait (s) for a quiet machine before a contended run is redone")
     ap.add_argument("--child-timeout", type=int, default=1800)
+    ap.add_argument("--require-backends", type=lambda s: [b for b in s.split(",") if b],
+                    default=[], help="exit 1 when one of these backends was skipped (GPU CI)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -550,6 +559,11 @@ def main(argv=None) -> int:
     status = 0
     if any(r.get("status") == "error" for r in records):
         print("[bench] some runs failed (status=error above)", file=sys.stderr)
+        status = 1
+    skipped = sorted({r["backend"] for r in records
+                      if r.get("status") == "skipped" and r["backend"] in args.require_backends})
+    if skipped:
+        print(f"[bench] required backends were skipped: {', '.join(skipped)}", file=sys.stderr)
         status = 1
     if args.baseline:
         from compare import compare_files

@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlplatform_compile import InputError, build, load_module
 from mlplatform_compile.backends.base import COMPILE_COUNT
+from mlplatform_compile.testing import load_without_model_libraries
 
 from mlplatform.errors import ArtifactError
 
@@ -33,6 +34,16 @@ def test_build_verifies_parity_across_the_range(aot_vae):
     assert manifest["versions"]["torch"] == torch.__version__
     assert manifest["output_names"] == ["image"]
     assert manifest["latency"]["eager_ms"] > 0
+    # the shape profile: its own package, verified on its own, named in the artifact
+    (profile,) = manifest["profiles"]
+    assert profile["name"] == "b1_r48" and ".p-b1_r48." in aot_vae.name
+    assert (aot_vae.artifact_dir / "profiles" / "b1_r48" / "model.pt2").is_file()
+    assert "profiles/b1_r48/model.pt2" in manifest["files"]
+    assert profile["parity"]["max"]["sizes"] == {"batch": 1, "height": 24, "width": 24}
+    assert 0 <= profile["max_relative_error"] <= 1e-4
+    assert manifest["max_relative_error"] >= profile["max_relative_error"]
+    assert profile["route"]["use"] == "compiled"  # route_to_eager=never
+    assert profile["latency"]["fallback_ms"] > 0 and profile["latency"]["compiled_ms"] > 0
 
 
 def test_compiled_module_matches_eager_on_a_non_square_shape(aot_vae):
@@ -43,50 +54,26 @@ def test_compiled_module_matches_eager_on_a_non_square_shape(aot_vae):
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-4
 
 
-MODEL_LIBRARIES = ("diffusers", "transformers")
-
-
-def load_without_model_libraries(artifact_dir, io_path, output: str) -> subprocess.CompletedProcess:
-    """In a fresh process where `import diffusers` / `import transformers` raise ImportError
-    (so neither the libraries nor the model's Python class can be used), load the artifact, run
-    it on the saved inputs and print the relative error against the saved expected output, and
-    which of those libraries ended up in sys.modules."""
-    script = textwrap.dedent(f"""
-        import json, sys
-        for name in {MODEL_LIBRARIES!r}:
-            sys.modules[name] = None  # any import of it (or a submodule) now raises ImportError
-        try:
-            import diffusers  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            sys.exit("the import block does not work")
-        import torch
-        from mlplatform_compile import load_module
-        module = load_module({str(artifact_dir)!r})
-        data = torch.load({str(io_path)!r}, weights_only=True)
-        out = module(data["inputs"])[{output!r}]
-        expected = data["expected"]
-        rel = ((out - expected).abs().max() / expected.abs().max()).item()
-        loaded = sorted(n for n, m in sys.modules.items()
-                        if m is not None and n.split(".")[0] in {MODEL_LIBRARIES!r})
-        print("RESULT " + json.dumps({{"rel": rel, "loaded": loaded}}))
-    """)
-    return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_reload_in_a_fresh_process(aot_vae, tmp_path):
-    """A self-contained AOTInductor artifact loads and runs without diffusers or transformers."""
-    inputs = aot_vae.example_inputs("non_square", seed=5)
-    expected = aot_vae.eager_module(inputs)["image"]  # computed here, in the parent
-    torch.save({"inputs": inputs, "expected": expected}, tmp_path / "io.pt")
-    proc = load_without_model_libraries(aot_vae.artifact_dir, tmp_path / "io.pt", "image")
+    """A self-contained AOTInductor artifact loads and runs without diffusers or transformers,
+    and runs each input on the package built for it: the profile's shape on the profile, any
+    other shape in range on the ranged fallback; a shape outside the range is refused."""
+    cases = []
+    for sizes in ({"batch": 1, "height": 24, "width": 24}, "non_square"):
+        inputs = aot_vae.example_inputs(sizes, seed=5)
+        expected = aot_vae.eager_module(inputs)["image"]  # computed here, in the parent
+        cases.append({"inputs": inputs, "expected": expected})
+    cases.append({"inputs": {"latent": torch.randn(1, 4, 24, 40)}, "expected": torch.zeros(1)})
+    torch.save(cases, tmp_path / "io.pt")
+    proc = load_without_model_libraries(aot_vae.artifact_dir, tmp_path / "io.pt")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["loaded"] == []
-    assert result["rel"] < 1e-4
+    profile, fallback, outside = result["results"]
+    assert profile["profile"] == "b1_r48" and profile["rel"] < 1e-4
+    assert fallback["profile"] == "fallback" and fallback["rel"] < 1e-4
+    assert "outside the compiled range" in outside["refused"]
+    assert "profiles: b1_r48 (compiled), fallback (compiled)" in result["repr"]
 
 
 def test_second_build_reuses_the_artifact(aot_vae, compile_cache, tiny_decode):

@@ -80,7 +80,9 @@ def test_booleans_mean_what_they_say():
 
     from mlplatform.api import to_schema
 
-    cfg = compose_config(["job=build", "builder.random_weights=no", "backend.freezing=off"])
+    cfg = compose_config(
+        ["job=build", "backend=aot_inductor", "builder.random_weights=no", "backend.freezing=off"]
+    )
     builder, backend = to_schema(cfg.builder, "builder"), to_schema(cfg.backend, "backend")
     assert builder.random_weights is False and backend.freezing is False
     options = {k: v for k, v in vars(backend).items() if k != "name"}

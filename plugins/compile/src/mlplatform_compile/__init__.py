@@ -7,11 +7,13 @@ Python API (all names below are importable from `mlplatform_compile`)::
 
     result = build(
         "vae_decode",                  # builder: vae_decode, vae_encode, unet, clip_text, t5_encoder, esrgan
-        "aot_inductor",                # backend: eager, inductor, aot_inductor, aitemplate
+        "aot_inductor",                # backend: auto, eager, inductor, aot_inductor, onnxruntime,
+                                       #   openvino, tensorrt, aitemplate
         hf_hub="builtin:sd15_vae",     # hub id, local dir, or builtin:NAME (shipped config) ...
         random_weights=True,           # ... which must be asked for explicitly
         model_kwargs={"subfolder": None},
-        build_kwargs={"batch_size": [1, 2], "resolution": [256, 512]},  # ints or [min, max]; pixels
+        build_kwargs={"batch_size": [1, 2], "resolution": [256, 512],   # ints or [min, max]; pixels
+                      "profiles": [{"batch_size": 1, "resolution": 512}]},  # extra static packages
         dtype="float32", device="auto",
         backend_options={"freezing": True},
         cache_dir=None, force=False,   # cache: $MLPLATFORM_COMPILE_CACHE or ~/.cache/mlplatform/compile

@@ -31,10 +31,19 @@ from mlplatform.api import (
 from . import model_source, naming, parity
 from .modules import BuildResult, ForwardModule
 from .schemas import BuilderConfig, BuildJobConfig
-from .specs import InputSpec, all_dims, concrete_shape, specs_to_json, verification_sets
+from .specs import (
+    InputSpec,
+    all_dims,
+    as_range,
+    concrete_shape,
+    specs_to_json,
+    verification_sets,
+)
 
 log = logging.getLogger("mlplatform_compile.build")
 ARTIFACT_KIND = "mlplatform_compile.artifact"
+# job.route_to_eager: which compiled packages slower than eager are replaced by eager
+ROUTING = ("profiles", "all", "never")
 
 
 def default_cache_dir() -> Path:
@@ -54,6 +63,11 @@ def check_job_settings(job: BuildJobConfig, seed: Any) -> None:
         raise ConfigError(
             f"job.benchmark_runs is {job.benchmark_runs}; it counts timed runs",
             "pass job.benchmark_runs=0 to skip timing, or a positive count",
+        )
+    if job.route_to_eager not in ROUTING:
+        raise ConfigError(
+            f"job.route_to_eager is {job.route_to_eager!r}",
+            f"pass one of: {', '.join(ROUTING)}",
         )
     if job.tolerance is not None and not (math.isfinite(job.tolerance) and job.tolerance > 0):
         raise ConfigError(
@@ -114,6 +128,7 @@ class Build:
         verify: bool = True,
         tolerance: float | None = None,
         benchmark_runs: int = 3,
+        route_to_eager: str = "profiles",
     ):
         # the same schemas Hydra checks job=build against: one set of accepted values
         settings = from_options(
@@ -137,6 +152,7 @@ class Build:
                 "verify": verify,
                 "tolerance": tolerance,
                 "benchmark_runs": benchmark_runs,
+                "route_to_eager": route_to_eager,
             },
             "job",
         )
@@ -159,6 +175,7 @@ class Build:
         self.verify = job.verify
         self.tolerance = parity.tolerance_for(self.dtype, job.tolerance)
         self.benchmark_runs = job.benchmark_runs
+        self.route_to_eager = job.route_to_eager
         self._source: model_source.ModelSource | None = None
         self._eager = None
 
@@ -211,6 +228,24 @@ class Build:
 
     def specs(self) -> list[InputSpec]:
         return self.input_specs(self.config())
+
+    def profiles(self):
+        """The shape profiles of `build_kwargs.profiles` (profiles.Profile), in the order given."""
+        from .profiles import build_profiles
+
+        return build_profiles(self, self.specs())
+
+    def pixel_ranges(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(height, width) in pixels: `height` / `width` where given, else `resolution`."""
+        kwargs = self.build_kwargs
+        out = []
+        for side in ("height", "width"):
+            value = kwargs.get(side)
+            if value is None:
+                out.append(as_range(kwargs["resolution"], "resolution"))
+            else:
+                out.append(as_range(value, side))
+        return out[0], out[1]
 
     def map_weights(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
         """Drop `map_function_skip_keys` prefixes, then apply `map_function` to the rest."""
@@ -347,11 +382,15 @@ class Build:
     def ranges(self) -> dict[str, tuple[int, int]]:
         """Ranges for the readable name: batch and resolution in the user's units (pixels)."""
         out: dict[str, tuple[int, int]] = {}
-        for key in ("batch_size", "resolution", "sequence_length"):
+        for key in ("batch_size", "sequence_length"):
             if key in self.build_kwargs:
-                from .specs import as_range
-
                 out[{"batch_size": "batch"}.get(key, key)] = as_range(self.build_kwargs[key], key)
+        if "resolution" in self.build_kwargs:
+            height, width = self.pixel_ranges()
+            if height == width:
+                out["resolution"] = height
+            else:
+                out["height"], out["width"] = height, width
         return out
 
     def artifact_key(self) -> dict[str, Any]:
@@ -376,6 +415,9 @@ class Build:
             "config": model_source.config_for_key(self.config()),
             "weights": self.weights_fingerprint(),
             "skip_keys": list(self.map_function_skip_keys),
+            # each profile is a package of its own; routing decides which of them may be eager
+            "profiles": [p.to_json() for p in self.profiles()],
+            "route_to_eager": self.route_to_eager,
         }
 
     def artifact_name(self, digest: str) -> str:
@@ -385,7 +427,12 @@ class Build:
             device_fingerprint(self.device), self.dtype, self.label, self.model_type, self.ranges()
         )
         return naming.artifact_name(
-            self.model_name, fields, self.backend.name, digest, self.source().random_weights
+            self.model_name,
+            fields,
+            self.backend.name,
+            digest,
+            self.source().random_weights,
+            profiles=[p.name for p in self.profiles()],
         )
 
     # ---- the build -----------------------------------------------------------------------

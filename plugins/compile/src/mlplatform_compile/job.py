@@ -38,6 +38,33 @@ def summarize(result) -> dict[str, Any]:
             for label, shape in sorted(manifest.get("parity", {}).items(), key=_shape_order)
         },
         "latency": manifest.get("latency", {}),
+        "fallback_route": manifest.get("fallback_route", {}),
+        "auto": race_summary(manifest.get("backend_extra", {})),
+        "profiles": [
+            {
+                "name": p["name"],
+                "overrides": p["overrides"],
+                "route": p["route"],
+                "max_relative_error": p["max_relative_error"],
+                "latency": p["latency"],
+            }
+            for p in manifest.get("profiles") or []
+        ],
+    }
+
+
+def race_summary(extra: dict[str, Any]) -> dict[str, Any]:
+    """backend=auto: the winner and each candidate's median (or why it did not run)."""
+    auto = extra.get("auto")
+    if not auto:
+        return {}
+    return {
+        "winner": auto["winner"],
+        "sizes": auto["sizes"],
+        "race": {
+            name: entry.get("ms", entry.get("status") + ": " + entry.get("reason", ""))
+            for name, entry in auto["race"].items()
+        },
     }
 
 
@@ -68,6 +95,24 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"  latency at {lat['sizes']} (median of {lat['runs']}): eager {lat['eager_ms']:.1f} ms, "
             f"compiled {lat['compiled_ms']:.1f} ms, speedup {lat['speedup']}x"
         )
+    if summary["auto"]:
+        race = ", ".join(
+            f"{name} {value} ms" if isinstance(value, (int, float)) else f"{name} ({value})"
+            for name, value in summary["auto"]["race"].items()
+        )
+        lines.append(
+            f"  backend=auto picked {summary['auto']['winner']} at {summary['auto']['sizes']}: {race}"
+        )
+    if summary["fallback_route"].get("use") == "eager":
+        lines.append(f"  ranged package routed to eager: {summary['fallback_route']['reason']}")
+    for profile in summary["profiles"]:
+        error = profile["max_relative_error"]
+        lines.append(
+            f"  profile {profile['name']} {profile['overrides']}: runs "
+            f"{profile['route']['use']}"
+            + (f", max relative error {error:.3g}" if error is not None else "")
+            + f" ({profile['route']['reason']})"
+        )
     return "\n".join(lines)
 
 
@@ -94,6 +139,7 @@ def run_build_job(cfg: Any) -> dict[str, Any]:
         verify=job.verify,
         tolerance=job.tolerance,
         benchmark_runs=job.benchmark_runs,
+        route_to_eager=job.route_to_eager,
         **builder_options,
     )
     summary = summarize(result)

@@ -7,6 +7,7 @@ error that says which input is wrong and what is allowed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -15,7 +16,8 @@ from typing import Any
 
 from mlplatform.api import ArtifactError, ConfigError, DeviceError, MLPlatformError
 
-from .specs import Dim, specs_from_json
+from .profiles import FALLBACK, PROFILES_DIR, matches
+from .specs import Dim, all_dims, specs_from_json
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,27 @@ def check_manifest_fields(manifest: dict[str, Any], root: Path) -> None:
     require_keys(manifest["device"], {"kind": str, "capability": str}, f"{root} (device)")
     try:
         specs_from_json(manifest["inputs"])
+        check_profile_entries(manifest.get("profiles", []), root)
     except (KeyError, TypeError, ValueError, MLPlatformError) as exc:
         raise ArtifactError(
             f"the manifest of {root} has malformed inputs: {type(exc).__name__}: {exc}",
             f"rebuild it (job.force=true) or delete {root}",
         ) from exc
+
+
+def check_profile_entries(entries: Any, root: Path) -> None:
+    """Each profile names a package folder under profiles/ (a plain name, never a path)."""
+    import re
+
+    if not isinstance(entries, list):
+        raise TypeError(f"profiles is a {type(entries).__name__}, not a list")
+    for entry in entries:
+        name = entry["name"]
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_\-]+", name):
+            raise ValueError(f"profile name {name!r} is not a plain name")
+        if entry["route"]["use"] not in ("compiled", "eager"):
+            raise ValueError(f"profile {name!r} has route {entry['route']!r}")
+        specs_from_json(entry["inputs"])
 
 
 def _device_for(manifest: dict[str, Any], device: Any):
@@ -120,28 +138,80 @@ def _device_for(manifest: dict[str, Any], device: Any):
     return device
 
 
-def load_module(path: str | os.PathLike, device: Any = None, builder: Any = None) -> CompiledModule:
-    """Load an artifact directory (or its manifest.json / model file) as a CompiledModule."""
+def load_module(
+    path: str | os.PathLike,
+    device: Any = None,
+    builder: Any = None,
+    *,
+    routing: str = "manifest",
+) -> CompiledModule:
+    """Load an artifact directory (or its manifest.json / model file) as a CompiledModule.
+
+    Shape profiles load on first use. `routing="compiled"` ignores the build's decision to run a
+    slower package as eager (job.route_to_eager) and loads the compiled packages (benchmarks).
+    """
+    if routing not in ("manifest", "compiled"):
+        raise ConfigError(f"routing is {routing!r}", "pass routing='manifest' or 'compiled'")
     root = Path(path)
     if root.is_file():
         root = root.parent
     manifest = check_manifest(root)
     device = _device_for(manifest, device)
     backend = _backend_for(manifest, builder)
+    eager: list[Any] = []
 
     def rebuild():
+        if eager:  # one eager model, shared by every package routed to it
+            return eager[0]
         eager_builder = builder or _builder_from_manifest(manifest, device)
         if eager_builder.weights_fingerprint() != manifest["weights_sha256"]:
             raise ArtifactError(
                 f"the model weights at {manifest['model_source']['hf_hub']} changed since {root} was built",
                 "rebuild the artifact (job.force=true)",
             )
-        return eager_builder.forward_module()
+        eager.append(eager_builder.forward_module())
+        return eager[0]
 
-    runner = backend.load(root, manifest, device, rebuild)
+    def package(folder: Path, package_manifest: dict[str, Any], route: Mapping[str, Any]):
+        if route.get("use") == "eager" and routing == "manifest":
+            return rebuild()
+        return backend.load(folder, package_manifest, device, rebuild)
+
+    runner = package(root, manifest, manifest.get("fallback_route") or {})
+    profiles = {
+        entry["name"]: LazyRunner(
+            functools.partial(
+                package,
+                root / PROFILES_DIR / entry["name"],
+                {**manifest, "inputs": entry["inputs"], "backend_extra": entry["backend_extra"]},
+                entry["route"],
+            )
+        )
+        for entry in manifest.get("profiles") or []
+    }
     if manifest.get("random_weights"):
         log.warning("%s: %s", root.name, manifest.get("warning", "random weights"))
-    return CompiledModule(runner, manifest, device, root)
+    return CompiledModule(runner, manifest, device, root, profiles)
+
+
+class LazyRunner:
+    """A runner loaded on its first call: profiles a process never sees cost no memory."""
+
+    def __init__(self, load):
+        self._load = load
+        self._runner = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._runner is not None
+
+    def get(self):
+        if self._runner is None:
+            self._runner = self._load()
+        return self._runner
+
+    def __call__(self, *inputs):
+        return self.get()(*inputs)
 
 
 def _backend_for(manifest: dict[str, Any], builder: Any):
@@ -173,10 +243,27 @@ def _builder_from_manifest(manifest: dict[str, Any], device):
 class CompiledModule:
     """Named inputs -> named outputs (`model_output_names`), with every input checked first."""
 
-    def __init__(self, runner, manifest: dict[str, Any], device, artifact_dir: Path | None = None):
+    def __init__(
+        self,
+        runner,
+        manifest: dict[str, Any],
+        device,
+        artifact_dir: Path | None = None,
+        profile_runners: Mapping[str, Any] | None = None,
+    ):
         import torch
 
         self.runner = runner
+        runners = dict(profile_runners or {})
+        # (name, dims, runner) in the order the build listed them: the first match wins
+        self.profiles = [
+            (entry["name"], all_dims(specs_from_json(entry["inputs"])), runners[entry["name"]])
+            for entry in manifest.get("profiles") or []
+        ]
+        self.routes = {FALLBACK: (manifest.get("fallback_route") or {}).get("use", "compiled")}
+        self.routes.update({e["name"]: e["route"]["use"] for e in manifest.get("profiles") or []})
+        # which package ran the last call: a profile's name or "fallback"
+        self.last_profile: str | None = None
         self.manifest = manifest
         self.device = torch.device(device)
         self.artifact_dir = artifact_dir
@@ -189,7 +276,30 @@ class CompiledModule:
     def __repr__(self) -> str:
         dims = ", ".join(f"{s.name}{self._shape_text(s)}" for s in self.specs)
         tag = " RANDOM WEIGHTS" if self.random_weights else ""
-        return f"CompiledModule({self.manifest.get('name')}: {dims} -> {self.output_names}{tag})"
+        packages = [f"{name} ({self.routes[name]})" for name, _dims, _runner in self.profiles]
+        packages.append(f"{FALLBACK} ({self.routes[FALLBACK]})")
+        return (
+            f"CompiledModule({self.manifest.get('name')}: {dims} -> {self.output_names}; "
+            f"profiles: {', '.join(packages)}{tag})"
+        )
+
+    def profile_for(self, sizes: Mapping[str, int]) -> str:
+        """The package that runs inputs of these sizes ({dim name: size}): the first profile whose
+        ranges hold them, else the ranged fallback."""
+        for name, dims, _runner in self.profiles:
+            if matches(dims, sizes):
+                return name
+        return FALLBACK
+
+    def package(self, name: str):
+        """The runner of one package (a profile's name, or "fallback"), loaded if need be."""
+        if name == FALLBACK:
+            return self.runner
+        for profile, _dims, runner in self.profiles:
+            if profile == name:
+                return runner.get() if isinstance(runner, LazyRunner) else runner
+        known = [p for p, _d, _r in self.profiles] + [FALLBACK]
+        raise ConfigError(f"no package named {name!r}", f"use one of: {', '.join(known)}")
 
     @staticmethod
     def _shape_text(spec) -> str:
@@ -202,6 +312,10 @@ class CompiledModule:
         )
 
     def check_inputs(self, given: Mapping[str, Any]) -> list[Any]:
+        return self._checked(given)[0]
+
+    def _checked(self, given: Mapping[str, Any]) -> tuple[list[Any], dict[str, int]]:
+        """The inputs in order, checked, and the size of every named dimension."""
         import torch
 
         missing = [n for n in self.input_names if n not in given]
@@ -263,14 +377,16 @@ class CompiledModule:
                         f"all inputs must agree on {want.name}",
                     )
             ordered.append(tensor.contiguous())
-        return ordered
+        return ordered, {name: size for name, (size, _input) in bound.items()}
 
     def __call__(self, inputs: Mapping[str, Any] | None = None, /, **named) -> dict[str, Any]:
         import torch
 
-        args = self.check_inputs({**(inputs or {}), **named})
+        args, sizes = self._checked({**(inputs or {}), **named})
+        self.last_profile = self.profile_for(sizes)
+        runner = self.package(self.last_profile)
         with torch.no_grad():
-            outputs = self.runner(*args)
+            outputs = runner(*args)
         from .parity import pair_outputs
 
         where = self.artifact_dir or self.manifest.get("name")

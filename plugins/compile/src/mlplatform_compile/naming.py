@@ -66,13 +66,32 @@ def name_fields(
     for name, (low, high) in ranges.items():
         fields[name] = range_text(low, high)
         fields[f"{name}_max"] = str(high)
+    if "resolution" not in fields and "height" in fields and "width" in fields:
+        fields["resolution"] = f"{fields['height']}x{fields['width']}"
     fields.setdefault("resolution", "na")
     fields.setdefault("batch", "na")
     return fields
 
 
+# a name longer than this lists the profile count instead of the profiles
+PROFILES_TEXT_LIMIT = 48
+
+
+def profiles_text(names: list[str]) -> str:
+    """`.p-b1_r512+b1_r768` (or `.p3` for many): a name that says the artifact has profiles."""
+    if not names:
+        return ""
+    text = "+".join(names)
+    return f".p-{text}" if len(text) <= PROFILES_TEXT_LIMIT else f".p{len(names)}"
+
+
 def artifact_name(
-    model_name: str, fields: dict[str, str], backend: str, digest: str, random_weights: bool
+    model_name: str,
+    fields: dict[str, str],
+    backend: str,
+    digest: str,
+    random_weights: bool,
+    profiles: list[str] | None = None,
 ) -> str:
     try:
         prefix = model_name.format(**fields)
@@ -83,6 +102,7 @@ def artifact_name(
             f"model_name {model_name!r} uses an unknown field {exc}",
             f"use only: {', '.join(sorted(fields))}",
         ) from exc
+    prefix += profiles_text(list(profiles or []))
     if random_weights:
         prefix += ".random_weights"
     return f"{prefix}.{slug(backend)}-{digest}"

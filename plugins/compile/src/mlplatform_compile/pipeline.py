@@ -17,9 +17,10 @@ from . import model_source, naming
 from .build import ARTIFACT_KIND, library_versions
 from .modules import BuildResult
 from .parity import worst
+from .profiles import FALLBACK, PROFILES_DIR
 from .progress import Phases
-from .specs import specs_to_json, verification_sets
-from .timing import measure_latency
+from .specs import specs_from_json, specs_to_json, verification_sets
+from .timing import measure_latency, measure_profile
 from .verify import check_parity, check_within_tolerance, verified_within
 
 if TYPE_CHECKING:
@@ -62,11 +63,22 @@ def run_build(builder: Build) -> BuildResult:
             removed = remove_stale_staging(artifact_dir)
             if removed:
                 log.warning("removed %d leftover(s) of killed builds: %s", len(removed), removed)
+            result = None
             if artifact_dir.exists() and not builder.force:
-                reused = reuse_cached(builder, artifact_dir, digest, eager_module, phases)
-                if reused is not None:
-                    return reused
-            return compile_and_save(builder, artifact_dir, key, eager_module, phases)
+                result = reuse_cached(builder, artifact_dir, digest, eager_module, phases)
+            if result is None:
+                result = compile_and_save(builder, artifact_dir, key, eager_module, phases)
+    release_eager(builder, result)
+    return result
+
+
+def release_eager(builder: Build, result: BuildResult) -> None:
+    """Drop the builder's eager model when the compiled module runs without it, so a process
+    that builds and then serves does not hold the weights twice (`result.eager_module` loads
+    the model again on demand)."""
+    routes = getattr(result.module, "routes", {}).values()
+    if builder.backend.self_contained and all(route == "compiled" for route in routes):
+        builder._eager = None
 
 
 def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, phases):
@@ -86,7 +98,15 @@ def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, 
             shape_sets = verification_sets(builder.specs())
             with phases(f"re-verify the cached artifact at {len(shape_sets)} shapes"):
                 figures = check_parity(builder, module.runner, eager_module, shape_sets)
-            error = worst(figures)
+            profiles = []
+            for entry in manifest.get("profiles") or []:
+                sets = verification_sets(specs_from_json(entry["inputs"]))
+                with phases(f"re-verify profile {entry['name']} at {len(sets)} shapes"):
+                    pfigures = check_parity(
+                        builder, module.package(entry["name"]), eager_module, sets
+                    )
+                profiles.append({**entry, "parity": pfigures, "max_relative_error": worst(pfigures)})
+            error = max([worst(figures)] + [p["max_relative_error"] for p in profiles])
             if not error <= builder.tolerance:
                 raise ArtifactError(
                     f"the cached artifact differs from eager by {error:.3g} (relative), above "
@@ -96,6 +116,7 @@ def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, 
             manifest = {
                 **manifest,
                 "parity": figures,
+                "profiles": profiles,
                 "max_relative_error": error,
                 "tolerance": builder.tolerance,
                 "reverified_unix": int(time.time()),
@@ -111,47 +132,125 @@ def reuse_cached(builder: Build, artifact_dir: Path, digest: str, eager_module, 
 
 
 def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phases) -> BuildResult:
-    """Compile, verify, time and write the artifact under the staging name, then swap it in."""
+    """Compile, verify and time the ranged package and each shape profile under the staging
+    name, decide which packages eager replaces (job.route_to_eager), then swap the artifact in."""
     from mlplatform.api import read_manifest, staged_directory, write_manifest
 
-    from .backends.base import CompileRequest
     from .loader import CompiledModule, load_module
 
-    specs = builder.specs()
-    shape_sets = verification_sets(specs)
-    example = builder.make_inputs(next(s for s in shape_sets if s.label == "example").sizes)
     with staged_directory(artifact_dir) as staging:
-        request = CompileRequest(
-            module=eager_module,
-            specs=specs,
-            example_inputs=example,
-            device=builder.device,
-            dtype=builder.dtype,
-            staging_dir=staging,
-            cache_dir=builder.cache_dir / "_compiler_cache",
+        runner, request, figures = compile_package(
+            builder, eager_module, builder.specs(), staging, phases, FALLBACK
         )
-        with phases(f"compile ({builder.backend.name})"):
-            runner = builder.backend.compile(request)
-        figures: dict[str, Any] = {}
-        if builder.verify:
-            with phases(f"verify against eager at {len(shape_sets)} shapes"):
-                figures = check_parity(builder, runner, eager_module, shape_sets)
-            check_within_tolerance(builder, figures)
         latency: dict[str, Any] = {}
         if builder.benchmark_runs > 0:
             with phases("time eager vs compiled"):
-                latency = measure_latency(builder, eager_module, runner, shape_sets)
+                latency = measure_latency(
+                    builder, eager_module, runner, verification_sets(builder.specs())
+                )
+        fallback_route = decide_route(builder, FALLBACK, latency)
+        profile_runners: dict[str, Any] = {}
+        profile_info: list[dict[str, Any]] = []
+        for profile in builder.profiles():
+            folder = staging / PROFILES_DIR / profile.name
+            folder.mkdir(parents=True)
+            prunner, prequest, pfigures = compile_package(
+                builder, eager_module, profile.specs, folder, phases, profile.name
+            )
+            platency: dict[str, Any] = {}
+            if builder.benchmark_runs > 0:
+                largest = next(s for s in verification_sets(profile.specs) if s.label == "max")
+                with phases(f"time profile {profile.name}: eager vs profile vs fallback"):
+                    platency = measure_profile(builder, eager_module, prunner, runner, largest.sizes)
+            route = decide_route(builder, profile.name, platency)
+            profile_runners[profile.name] = eager_module if route["use"] == "eager" else prunner
+            profile_info.append(
+                {
+                    **profile.to_json(),
+                    "route": route,
+                    "parity": pfigures,
+                    "max_relative_error": worst(pfigures) if pfigures else None,
+                    "latency": platency,
+                    "backend_extra": _plain(prequest.extra),
+                }
+            )
         info = manifest_info(builder, artifact_dir.name, key, request, figures, latency, phases)
+        info["fallback_route"] = fallback_route
+        info["profiles"] = profile_info
+        if figures:
+            info["max_relative_error"] = max(
+                [worst(figures)] + [p["max_relative_error"] for p in profile_info]
+            )
         with phases("write artifact"):
             write_manifest(staging, info)
     log.info("[%s] built %s in %.1fs", phases.title, artifact_dir, phases.elapsed)
     if builder.backend.self_contained:
         module = load_module(artifact_dir, device=builder.device, builder=builder)
     else:
-        module = CompiledModule(runner, read_manifest(artifact_dir), builder.device, artifact_dir)
+        if fallback_route["use"] == "eager":
+            runner = eager_module
+        module = CompiledModule(
+            runner, read_manifest(artifact_dir), builder.device, artifact_dir, profile_runners
+        )
     return BuildResult(
         artifact_dir.name, artifact_dir, module.manifest, module, builder, cached=False
     )
+
+
+def compile_package(builder: Build, eager_module, specs, folder: Path, phases, what: str):
+    """One package (the ranged fallback or a profile) compiled into `folder` and verified against
+    eager at its own min, max, non-square and example shapes: (runner, request, parity)."""
+    from .backends.base import CompileRequest, RaceSettings
+
+    shape_sets = verification_sets(specs)
+    example = builder.make_inputs(next(s for s in shape_sets if s.label == "example").sizes)
+    request = CompileRequest(
+        module=eager_module,
+        specs=list(specs),
+        example_inputs=example,
+        device=builder.device,
+        dtype=builder.dtype,
+        staging_dir=folder,
+        cache_dir=builder.cache_dir / "_compiler_cache",
+        race=RaceSettings(
+            make_inputs=builder.make_inputs,
+            shape_sets=shape_sets,
+            tolerance=builder.tolerance,
+            runs=max(1, builder.benchmark_runs),
+            output_names=tuple(builder.model_output_names),
+        ),
+    )
+    suffix = "" if what == FALLBACK else f", profile {what}"
+    with phases(f"compile ({builder.backend.name}{suffix})"):
+        runner = builder.backend.compile(request)
+    figures: dict[str, Any] = {}
+    if builder.verify:
+        with phases(f"verify against eager at {len(shape_sets)} shapes{suffix}"):
+            figures = check_parity(builder, runner, eager_module, shape_sets)
+        check_within_tolerance(builder, figures, what)
+    return runner, request, figures
+
+
+def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[str, Any]:
+    """{"use": "compiled" | "eager", "reason": ...}: a package that timed slower than eager at its
+    benchmark shape is replaced by eager where job.route_to_eager allows it, so that no shape
+    runs slower than eager; the figures stay in the manifest."""
+    speedup = latency.get("speedup") if latency else None
+    if builder.backend.name == "eager":
+        return {"use": "compiled", "reason": "the eager backend is eager already"}
+    if speedup is None:
+        return {"use": "compiled", "reason": "not timed (job.benchmark_runs=0)"}
+    measured = (
+        f"compiled {latency['compiled_ms']} ms vs eager {latency['eager_ms']} ms at "
+        f"{latency['sizes']} ({speedup}x)"
+    )
+    allowed = builder.route_to_eager == "all" or (
+        builder.route_to_eager == "profiles" and what != FALLBACK
+    )
+    if speedup < 1.0 and allowed:
+        log.warning("%s: %s is slower than eager; routing it to eager", what, measured)
+        return {"use": "eager", "reason": f"slower than eager: {measured}"}
+    return {"use": "compiled", "reason": measured}
 
 
 def manifest_info(builder: Build, name, key, request, figures, latency, phases) -> dict[str, Any]:

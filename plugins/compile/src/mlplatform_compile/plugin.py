@@ -20,10 +20,23 @@ def register_builders(registry):
 def _backend_classes():
     from .backends.aitemplate import AITemplateBackend
     from .backends.aot_inductor import AOTInductorBackend
+    from .backends.auto import AutoBackend
     from .backends.eager import EagerBackend
     from .backends.inductor import InductorBackend
+    from .backends.ort import OnnxRuntimeBackend
+    from .backends.ov import OpenVINOBackend
+    from .backends.trt import TensorRTBackend
 
-    return (EagerBackend, InductorBackend, AOTInductorBackend, AITemplateBackend)
+    return (
+        EagerBackend,
+        InductorBackend,
+        AOTInductorBackend,
+        OnnxRuntimeBackend,
+        OpenVINOBackend,
+        TensorRTBackend,
+        AITemplateBackend,
+        AutoBackend,
+    )
 
 
 @hookimpl

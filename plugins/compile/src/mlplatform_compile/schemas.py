@@ -9,7 +9,7 @@ those fields are `Any` and `specs.as_range` checks them with an error naming the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional  # noqa: UP035 - OmegaConf reads typing annotations
+from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf reads typing annotations
 
 from mlplatform.api import ComponentConfig, JobConfig
 
@@ -28,6 +28,9 @@ class BuildJobConfig(JobConfig):
     tolerance: Optional[float] = None  # noqa: UP045
     # timed runs (median) for the eager-vs-compiled latency; 0 skips timing
     benchmark_runs: int = 3
+    # which compiled packages that time slower than eager are replaced by the eager model:
+    # profiles (each shape profile, at its own shape), all (profiles and the ranged fallback), never
+    route_to_eager: str = "profiles"
 
 
 # ---- builders -----------------------------------------------------------------------------
@@ -52,11 +55,39 @@ def _pair(low: int, high: int):
 
 
 @dataclass
+class ImageProfile:
+    """One shape profile: a compiled package for static sizes or a narrow range (TensorRT's
+    optimization profiles). A field left null takes the build's own range."""
+
+    # a short name for the manifest and repr; empty: derived from the sizes (b1_h512_w512)
+    name: str = ""
+    batch_size: Any = None
+    # pixels, int or [min, max]; sets height and width unless they are given
+    resolution: Any = None
+    height: Any = None
+    width: Any = None
+
+
+@dataclass
+class TextProfile:
+    """One shape profile of a text encoder (see ImageProfile)."""
+
+    name: str = ""
+    batch_size: Any = None
+    sequence_length: Any = None
+
+
+@dataclass
 class ImageBuildKwargs:
     # int or [min, max]
     batch_size: Any = _pair(1, 2)
-    # pixels, int or [min, max]; height and width share the range
+    # pixels, int or [min, max]; height and width share the range unless set below
     resolution: Any = _pair(64, 128)
+    # pixels, int or [min, max]: separate ranges for height and width (null: resolution)
+    height: Any = None
+    width: Any = None
+    # extra compiled packages for common shapes, tried before the ranged build (the fallback)
+    profiles: List[ImageProfile] = field(default_factory=list)  # noqa: UP006
 
 
 @dataclass
@@ -78,6 +109,8 @@ class TextBuildKwargs:
     batch_size: Any = _pair(1, 2)
     # tokens, int or [min, max]
     sequence_length: Any = 77
+    # extra compiled packages for common shapes, tried before the ranged build (the fallback)
+    profiles: List[TextProfile] = field(default_factory=list)  # noqa: UP006
 
 
 @dataclass
@@ -131,6 +164,8 @@ class InductorConfig(BackendConfig):
     # torch.compile mode: null/default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs
     mode: Optional[str] = None  # noqa: UP045
     fullgraph: bool = False
+    # fold weights into the graph as constants (prepacked oneDNN kernels on CPU): inference only
+    freezing: bool = True
 
 
 @dataclass
@@ -142,6 +177,50 @@ class AOTInductorConfig(BackendConfig):
     inductor_configs: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # EXPERIMENTAL Winograd F(4x4,3x3) for 3x3 convolutions: false, auto (timed per layer) or true
     winograd: str = "false"
+
+
+@dataclass
+class OnnxRuntimeConfig(BackendConfig):
+    # ONNX Runtime graph optimisations: disable, basic, extended, all
+    graph_optimization: str = "all"
+    # threads for one operator; 0: ONNX Runtime's default (one per physical core)
+    intra_op_threads: int = 0
+    # onnxscript's graph optimiser at export
+    optimize: bool = True
+    # ONNX Runtime's CPU memory arena (off: less resident memory)
+    cpu_mem_arena: bool = False
+    # let ONNX Runtime's threads spin after a call (faster alone, slows torch running beside it)
+    allow_spinning: bool = False
+
+
+@dataclass
+class OpenVINOConfig(BackendConfig):
+    # OpenVINO's CPU plugin hint: LATENCY (one request at a time) or THROUGHPUT
+    performance_hint: str = "LATENCY"
+    # inference threads; 0: OpenVINO's default
+    num_threads: int = 0
+
+
+@dataclass
+class TensorRTConfig(BackendConfig):
+    # TensorRT precisions allowed besides the build dtype: fp16 speeds up float32 builds on GPUs
+    enabled_precisions: List[str] = field(default_factory=list)  # noqa: UP006
+    # TensorRT's builder optimisation level, 0-5 (higher: slower build, faster engine)
+    optimization_level: int = 3
+    # GPU memory TensorRT may use while building, in MiB; 0: its default
+    workspace_mb: int = 0
+
+
+@dataclass
+class AutoConfig(BackendConfig):
+    # backends raced at build (eager always takes part); unavailable ones are skipped and recorded
+    candidates: List[str] = field(  # noqa: UP006
+        default_factory=lambda: ["aot_inductor", "onnxruntime", "openvino", "tensorrt"]
+    )
+    # options per candidate, e.g. {aot_inductor: {freezing: false}}
+    candidate_options: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    # keep the losers' packages in the artifact (_race/NAME/), e.g. to benchmark them side by side
+    keep_candidates: bool = False
 
 
 @dataclass

@@ -11,8 +11,15 @@ if TYPE_CHECKING:
 
 
 def time_pair(eager, compiled, inputs, runs: int) -> tuple[float, float]:
-    """Median seconds of eager and compiled, warmed up and interleaved so neither gets the
-    other's warm caches or thread-pool start-up."""
+    """Median seconds of eager and compiled (see time_interleaved)."""
+    eager_s, compiled_s = time_interleaved((eager, compiled), inputs, runs)
+    return eager_s, compiled_s
+
+
+def time_interleaved(fns, inputs, runs: int, pause: float = 0.0) -> list[float]:
+    """Median seconds of each callable, warmed up and interleaved so none gets another's warm
+    caches or thread-pool start-up. `pause` seconds between calls let thread pools that spin
+    after a call (OpenMP, ONNX Runtime, TBB) go idle before the next runtime is timed."""
     import torch
 
     sync = (
@@ -20,18 +27,22 @@ def time_pair(eager, compiled, inputs, runs: int) -> tuple[float, float]:
         if inputs and getattr(inputs[0], "is_cuda", False)
         else (lambda: None)
     )
-    times: tuple[list[float], list[float]] = ([], [])
+    fns = list(fns)
+    times: list[list[float]] = [[] for _ in fns]
     with torch.no_grad():
-        for fn in (eager, compiled, eager, compiled):
-            fn(*inputs)
+        for _ in range(2):
+            for fn in fns:
+                fn(*inputs)
         sync()
         for _ in range(runs):
-            for fn, bucket in zip((eager, compiled), times, strict=True):
+            for fn, bucket in zip(fns, times, strict=True):
+                if pause:
+                    time.sleep(pause)
                 start = time.perf_counter()
                 fn(*inputs)
                 sync()
                 bucket.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(bucket) for bucket in times]
 
 
 def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[str, Any]:
@@ -47,3 +58,19 @@ def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[st
         "speedup": round(eager_s / compiled_s, 3) if compiled_s > 0 else None,
     }
 
+
+
+def measure_profile(builder: Build, eager_module, runner, fallback, sizes) -> dict[str, Any]:
+    """Eager vs the profile's package vs the ranged fallback at the profile's largest shape."""
+    inputs = builder.make_inputs(sizes, seed=7)
+    eager_s, profile_s, fallback_s = time_interleaved(
+        (eager_module, runner, fallback), inputs, builder.benchmark_runs
+    )
+    return {
+        "sizes": dict(sizes),
+        "runs": builder.benchmark_runs,
+        "eager_ms": round(eager_s * 1e3, 3),
+        "compiled_ms": round(profile_s * 1e3, 3),
+        "fallback_ms": round(fallback_s * 1e3, 3),
+        "speedup": round(eager_s / profile_s, 3) if profile_s > 0 else None,
+    }

@@ -56,10 +56,14 @@ def verified_within(manifest: Mapping[str, Any], tolerance: float) -> bool:
         and math.isfinite(error)
         and worst(figures) <= tolerance
         and error <= tolerance
+        and all(
+            bool(p.get("parity")) and worst(p["parity"]) <= tolerance
+            for p in manifest.get("profiles") or []
+        )
     )
 
 
-def check_within_tolerance(builder: Build, figures: dict[str, Any]) -> None:
+def check_within_tolerance(builder: Build, figures: dict[str, Any], what: str = "") -> None:
     error = worst(figures)
     if error <= builder.tolerance:
         return
@@ -68,7 +72,9 @@ def check_within_tolerance(builder: Build, figures: dict[str, Any]) -> None:
         for label, shape in figures.items()
     }
     raise ArtifactError(
-        f"{builder.backend.name} output differs from eager by {error:.3g} (relative), above the "
+        f"{builder.backend.name} output"
+        + (f" (package {what})" if what else "")
+        + f" differs from eager by {error:.3g} (relative), above the "
         f"{builder.dtype} tolerance {builder.tolerance:g}; the artifact was not saved. "
         f"Per shape: {per_shape}",
         "try another backend or backend options (e.g. freezing=false), a wider dtype, "

@@ -44,25 +44,7 @@ class AOTInductorBackend(Backend):
         return configs
 
     def export(self, request: CompileRequest, module):
-        import torch
-
-        by_name = export_dynamic_shapes(request.specs)
-        # the wrapped forward takes `*inputs`, so the spec is one tuple for that varargs parameter
-        dynamic = (tuple(by_name[spec.name] for spec in request.specs),)
-        try:
-            with torch.no_grad():
-                return torch.export.export(
-                    module, request.example_inputs, dynamic_shapes=dynamic, strict=False
-                )
-        except Exception as exc:  # torch raises several classes for constraint violations
-            name = type(exc).__name__
-            if "Constraint" in name or "Guard" in name or "specializ" in str(exc).lower():
-                raise ConfigError(
-                    f"torch.export cannot keep the requested dynamic ranges for this model: {exc}",
-                    "narrow build_kwargs (the message above names the range torch can support), "
-                    "or make the dimension static",
-                ) from exc
-            raise
+        return export_program(request, module)
 
     def export_with_winograd(self, request: CompileRequest):
         """Export the module with the Winograd layers the policy picks; if torch.export cannot
@@ -116,13 +98,44 @@ class AOTInductorBackend(Backend):
             if getattr(device, "type", "cpu") == "cuda" and device.index is not None
             else -1
         )
+        from ..pages import mapped_files, release_new_library_pages
+
+        before = mapped_files()
         try:
-            return torch._inductor.aoti_load_package(str(package), device_index=index)
+            runner = torch._inductor.aoti_load_package(str(package), device_index=index)
         except Exception as exc:
             raise ArtifactError(
                 f"AOTInductor could not load {package}: {type(exc).__name__}: {exc}",
                 "rebuild the artifact with this torch version (job.force=true)",
             ) from exc
+        # the weights were copied out of the .so into the runner's own blob: its pages of them
+        # are a second, unused copy in RSS (see pages.py)
+        release_new_library_pages(before)
+        return runner
 
     def load(self, artifact_dir, manifest, device, rebuild):
         return self._load_package(Path(artifact_dir) / PACKAGE_NAME, device)
+
+
+def export_program(request: CompileRequest, module):
+    """torch.export with the build's dynamic ranges; a range torch cannot keep is a ConfigError
+    that names it (shared by every backend that starts from an ExportedProgram)."""
+    import torch
+
+    by_name = export_dynamic_shapes(request.specs)
+    # the wrapped forward takes `*inputs`, so the spec is one tuple for that varargs parameter
+    dynamic = (tuple(by_name[spec.name] for spec in request.specs),)
+    try:
+        with torch.no_grad():
+            return torch.export.export(
+                module, request.example_inputs, dynamic_shapes=dynamic, strict=False
+            )
+    except Exception as exc:  # torch raises several classes for constraint violations
+        name = type(exc).__name__
+        if "Constraint" in name or "Guard" in name or "specializ" in str(exc).lower():
+            raise ConfigError(
+                f"torch.export cannot keep the requested dynamic ranges for this model: {exc}",
+                "narrow build_kwargs (the message above names the range torch can support), "
+                "or make the dimension static",
+            ) from exc
+        raise

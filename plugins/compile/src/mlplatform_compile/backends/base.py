@@ -21,6 +21,18 @@ Runner = Callable[..., Sequence[Any]]
 
 
 @dataclass
+class RaceSettings:
+    """What a backend that races others (backend=auto) needs from the build: inputs at the
+    verification shapes, the tolerance, and how many timed runs."""
+
+    make_inputs: Callable[..., tuple[Any, ...]]
+    shape_sets: list[Any]
+    tolerance: float
+    runs: int
+    output_names: tuple[str, ...]
+
+
+@dataclass
 class CompileRequest:
     """Everything a backend needs: the module, its inputs and where to write files."""
 
@@ -32,6 +44,7 @@ class CompileRequest:
     staging_dir: Path  # files written here become the artifact
     cache_dir: Path  # shared, persistent compiler cache (e.g. inductor's)
     extra: dict[str, Any] = field(default_factory=dict)
+    race: RaceSettings | None = None
 
 
 class Backend:

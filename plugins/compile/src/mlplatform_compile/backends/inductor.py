@@ -72,15 +72,22 @@ class InductorBackend(Backend):
                 f"set backend.mode to null or one of {', '.join(MODES[1:])}",
             )
 
+    def compile_options(self) -> dict:
+        """The mode's inductor options plus freezing (torch.compile takes a mode or options, not
+        both). Freezing folds the weights in as constants: inference only, like every build."""
+        import torch
+
+        mode = self.options["mode"]
+        options = dict(torch._inductor.list_mode_options(mode)) if mode else {}
+        options["freezing"] = self.options["freezing"]
+        return options
+
     def _compiled(self, module, specs, example_inputs, cache_dir: Path):
         import torch
 
         use_cache_dir(cache_dir)
         compiled = torch.compile(
-            module,
-            mode=self.options["mode"],
-            fullgraph=self.options["fullgraph"],
-            dynamic=None,
+            module, fullgraph=self.options["fullgraph"], dynamic=None, options=self.compile_options()
         )
         mark_dynamic(specs, example_inputs)
         with torch.no_grad():
@@ -106,7 +113,7 @@ class InductorBackend(Backend):
         module = rebuild()
         specs = specs_from_json(manifest["inputs"])
         compiled = torch.compile(
-            module, mode=self.options["mode"], fullgraph=self.options["fullgraph"]
+            module, fullgraph=self.options["fullgraph"], options=self.compile_options()
         )
 
         def run(*inputs):

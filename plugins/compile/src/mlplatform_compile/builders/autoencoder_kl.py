@@ -54,15 +54,15 @@ class AutoencoderKLDecodeBuilder(_AutoencoderKLBuild):
 
     def input_specs(self, config):
         scale = vae_scale_factor(config)
-        pixels = as_range(self.build_kwargs["resolution"], "resolution")
+        height, width = self.pixel_ranges()
         return [
             InputSpec(
                 "latent",
                 (
                     self._batch(),
                     int(config.get("latent_channels", 4)),
-                    pixel_dim("height", pixels, scale),
-                    pixel_dim("width", pixels, scale),
+                    pixel_dim("height", height, scale),
+                    pixel_dim("width", width, scale),
                 ),
             )
         ]
@@ -82,15 +82,15 @@ class AutoencoderKLEncodeBuilder(_AutoencoderKLBuild):
 
     def input_specs(self, config):
         scale = vae_scale_factor(config)
-        pixels = as_range(self.build_kwargs["resolution"], "resolution")
+        height, width = self.pixel_ranges()
         return [
             InputSpec(
                 "image",
                 (
                     self._batch(),
                     int(config.get("in_channels", 3)),
-                    pixel_dim("height", pixels, 1, multiple=scale),
-                    pixel_dim("width", pixels, 1, multiple=scale),
+                    pixel_dim("height", height, 1, multiple=scale),
+                    pixel_dim("width", width, 1, multiple=scale),
                 ),
             )
         ]

@@ -159,12 +159,12 @@ class ESRGANBuilder(Build):
 
     def input_specs(self, config):
         batch = Dim("batch", *as_range(self.build_kwargs["batch_size"], "batch_size"))
-        low, high = as_range(self.build_kwargs["resolution"], "resolution")
+        height, width = self.pixel_ranges()
         channels = int(config.get("in_nc", config.get("input_channels", 3)))
         return [
             InputSpec(
                 "image",
-                (batch, channels, Dim("height", low, high), Dim("width", low, high)),
+                (batch, channels, Dim("height", *height), Dim("width", *width)),
                 dtype="float_uniform",
                 low=0,
                 high=1,

@@ -43,7 +43,7 @@ class UNet2DConditionBuilder(Build):
                 f"build_kwargs.vae_scale_factor is {scale}; it is the VAE's pixels per latent",
                 "pass builder.build_kwargs.vae_scale_factor=8 (Stable Diffusion's VAE)",
             )
-        pixels = as_range(self.build_kwargs["resolution"], "resolution")
+        height, width = self.pixel_ranges()
         batch = Dim("batch", *as_range(self.build_kwargs["batch_size"], "batch_size"))
         sequence = Dim(
             "sequence", *as_range(self.build_kwargs["sequence_length"], "sequence_length")
@@ -56,8 +56,8 @@ class UNet2DConditionBuilder(Build):
                 (
                     batch,
                     int(config.get("in_channels", 4)),
-                    pixel_dim("height", pixels, scale, multiple),
-                    pixel_dim("width", pixels, scale, multiple),
+                    pixel_dim("height", height, scale, multiple),
+                    pixel_dim("width", width, scale, multiple),
                 ),
             ),
             InputSpec("timestep", (batch,), dtype="float_uniform", low=0, high=1000),
