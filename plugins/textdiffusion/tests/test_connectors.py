@@ -67,11 +67,16 @@ def test_every_connector_builds_runs_forward_and_backward(name):
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > len(grads) // 2
 
 
-def make_decoder(injection="both"):
+def make_decoder(injection="both", initializer_range=None):
+    """A tiny random decoder; a large initializer_range makes greedy rows vary their tokens
+    (at the default scale each row repeats one token), so rows reach a given eos at different steps."""
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(0)
-    return GPT2LatentDecoder(GPT2LMHeadModel(tiny_gpt2_config()), LATENT, injection).eval()
+    config = tiny_gpt2_config()
+    if initializer_range is not None:
+        config.initializer_range = initializer_range
+    return GPT2LatentDecoder(GPT2LMHeadModel(config), LATENT, injection).eval()
 
 
 @pytest.mark.parametrize("injection", ["both", "embedding", "memory"])
@@ -115,10 +120,35 @@ def test_kv_cached_decoding_equals_full_recomputation(strategy, injection):
     for use_cache in (True, False):
         g = torch.Generator().manual_seed(7)
         runs.append(decoder.generate(z, bos_id=4, eos_id=5, max_new_tokens=12, strategy=strategy, top_k=5,
-                                     top_p=0.8, generator=g, use_cache=use_cache))
+                                     top_p=0.8, generator=g, use_cache=use_cache, return_logits=True))
     (tokens_a, logits_a), (tokens_b, logits_b) = runs
     assert tokens_a == tokens_b
-    assert torch.allclose(logits_a, logits_b, atol=1e-5)
+    computed = ~logits_a.isnan()  # a row's steps up to its eos
+    assert torch.equal(computed, ~logits_b.isnan()) and bool(computed[:, 0].all())
+    assert torch.allclose(logits_a[computed], logits_b[computed], atol=1e-5)
+
+
+def test_rows_finishing_early_decode_as_each_row_alone():
+    """Finished rows leave the batch and the KV cache; the rows still live must not notice."""
+    decoder = make_decoder("both", initializer_range=1.0)
+    z = torch.randn(6, LATENT)
+    free, _ = decoder.generate(z, bos_id=4, eos_id=-1, max_new_tokens=12)  # no eos: 12 tokens each
+
+    def end(row, eos):
+        return row.index(eos) if eos in row else len(row)
+
+    # the eos that makes the rows stop at the most different steps (or never)
+    eos = max(range(VOCAB), key=lambda t: len({end(row, t) for row in free}))
+    assert len({end(row, eos) for row in free}) >= 3, "rows must finish at different steps"
+    batched, logits = decoder.generate(z, bos_id=4, eos_id=eos, max_new_tokens=12, return_logits=True)
+    assert batched == [row[: end(row, eos)] for row in free]
+    for i, row in enumerate(batched):
+        alone, alone_logits = decoder.generate(z[i:i + 1], bos_id=4, eos_id=eos, max_new_tokens=12,
+                                               return_logits=True)
+        assert alone == [row]
+        steps = min(len(row) + 1, 12)  # the tokens and the eos step
+        assert not logits[i, :steps].isnan().any() and logits[i, steps:].isnan().all()
+        assert torch.allclose(logits[i, :steps], alone_logits[0, :steps], atol=1e-4)
 
 
 def test_top_k_and_top_p_keep_only_their_tokens():

@@ -96,9 +96,11 @@ class GPT2LatentDecoder(nn.Module):
             cache.update(kv[:, layer, 0], kv[:, layer, 1], layer)
         return cache
 
-    def forward(self, input_ids, z, attention_mask=None, past_key_values=None, past_tokens: int = 0):
+    def forward(self, input_ids, z, attention_mask=None, past_key_values=None, past_tokens: int = 0,
+                last_only: bool = False):
         """Logits for `input_ids` given z; `past_key_values` (from an earlier call, holding
-        `past_tokens` tokens after the latent memory) continues a sequence.
+        `past_tokens` tokens after the latent memory) continues a sequence; last_only=True
+        applies the LM head to the last position only (all decoding needs).
         Returns (logits, cache)."""
         batch, length = input_ids.shape
         embeds = self.lm.get_input_embeddings()(input_ids)
@@ -119,6 +121,7 @@ class GPT2LatentDecoder(nn.Module):
             past_key_values=past_key_values,
             position_ids=positions[None].expand(batch, length),
             use_cache=True,
+            logits_to_keep=1 if last_only else 0,
         )
         return out.logits, out.past_key_values
 
@@ -132,39 +135,55 @@ class GPT2LatentDecoder(nn.Module):
         )
         return (nll * labels_mask[:, 1:].to(nll.dtype)).sum(-1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, z, bos_id: int, eos_id: int, max_new_tokens: int, *, strategy: str = "greedy",
                  top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0,
-                 generator: torch.Generator | None = None, use_cache: bool = True):
+                 generator: torch.Generator | None = None, use_cache: bool = True,
+                 return_logits: bool = False):
         """Token ids (without bos/eos) for each latent; with use_cache=False every step
         recomputes the whole prefix (the reference the KV-cached path must equal).
-        Returns (list of token lists, stacked step logits)."""
+
+        A row that has emitted eos leaves the batch (and the KV cache): later steps run on the
+        live rows only, so a batch costs what its sentences need, not max length x batch size.
+        Returns (list of token lists, step logits or None): with return_logits=True a float
+        tensor (batch, steps, vocab) whose entries after a row's eos are NaN (never computed)."""
         if max_new_tokens + 1 > self.max_length:
             raise ConfigError(
                 f"max_new_tokens={max_new_tokens} exceeds the decoder's {self.max_length} positions",
                 f"pass at most {self.max_length - 1}",
             )
         batch = z.shape[0]
-        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=z.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=z.device)
-        cache, step_logits = None, []
+        # a finished row's later positions hold eos, as if it had kept emitting it
+        tokens = torch.full((batch, max_new_tokens + 1), eos_id, dtype=torch.long, device=z.device)
+        tokens[:, 0] = bos_id
+        live = torch.arange(batch, device=z.device)  # rows still decoding, in batch order
+        live_z, cache, steps_run, step_logits = z, None, 0, None
         for step in range(max_new_tokens):
             if use_cache:
-                logits, cache = self.forward(tokens[:, -1:], z, past_key_values=cache, past_tokens=step)
+                logits, cache = self.forward(tokens[live, step:step + 1], live_z, past_key_values=cache,
+                                             past_tokens=step)
             else:
-                logits, _ = self.forward(tokens, z)
-            last = logits[:, -1].float()
-            step_logits.append(last)
+                logits, _ = self.forward(tokens[live, :step + 1], live_z, last_only=True)
+            last = logits[:, -1].float()  # a no-op in float32
+            if return_logits:
+                if step_logits is None:
+                    step_logits = last.new_full((batch, max_new_tokens, last.shape[-1]), float("nan"))
+                step_logits[live, step] = last
             chosen = pick_next_token(last, strategy, top_k, top_p, temperature, generator)
-            chosen = torch.where(done, torch.full_like(chosen, eos_id), chosen)
-            tokens = torch.cat([tokens, chosen[:, None]], dim=1)
-            done |= chosen == eos_id
-            if bool(done.all()):
-                break
+            tokens[live, step + 1] = chosen
+            steps_run = step + 1
+            finished = chosen == eos_id
+            if bool(finished.any()):
+                keep = (~finished).nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                live, live_z = live[keep], live_z[keep]
+                if cache is not None:
+                    cache.batch_select_indices(keep)
         out = []
-        for row in tokens[:, 1:].tolist():
+        for row in tokens[:, 1:steps_run + 1].tolist():
             out.append(row[: row.index(eos_id)] if eos_id in row else row)
-        return out, torch.stack(step_logits, dim=1)
+        return out, (step_logits[:, :steps_run] if step_logits is not None else None)
 
 
 DECODING = ("greedy", "top_k", "top_p")
