@@ -3,6 +3,8 @@ it needs into the artifact directory, and load it back later."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,33 @@ from ..specs import InputSpec
 
 # counts real compilations in this process; tests use it to prove a cached build did not recompile
 COMPILE_COUNT = {"n": 0}
+
+
+
+def versions_of(*distributions: str) -> str:
+    """"torch X, dist Y, ..." for the distributions installed here: what a backend's artifacts
+    depend on, for the artifact key (a missing one is left out, not an error)."""
+    import torch
+
+    versions = [f"torch {torch.__version__}"]
+    for dist in distributions:
+        try:
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(versions)
+
+
+def missing_modules(*modules: str) -> list[str]:
+    """The modules of `modules` that cannot be imported here, for a backend's check_available."""
+    missing = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
 
 # a compiled callable takes the inputs positionally (in InputSpec order) and returns a tuple
 Runner = Callable[..., Sequence[Any]]

@@ -10,8 +10,6 @@ alone, without the model's Python class.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import logging
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from mlplatform.api import ArtifactError, ConfigError, DeviceError
 
 from ..schemas import OnnxRuntimeConfig
 from .aot_inductor import export_program
-from .base import COMPILE_COUNT, Backend, CompileRequest
+from .base import COMPILE_COUNT, Backend, CompileRequest, missing_modules, versions_of
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "model.onnx"
@@ -29,13 +27,7 @@ OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
 def missing_packages() -> list[str]:
-    missing = []
-    for module in ("onnxruntime", "onnx", "onnxscript"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            missing.append(module)
-    return missing
+    return missing_modules("onnxruntime", "onnx", "onnxscript")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -58,15 +50,7 @@ class OnnxRuntimeBackend(Backend):
             )
 
     def version(self) -> str:
-        import torch
-
-        versions = [f"torch {torch.__version__}"]
-        for dist in ("onnxruntime", "onnxruntime-gpu", "onnxscript", "onnx"):
-            try:
-                versions.append(f"{dist} {importlib.metadata.version(dist)}")
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return ", ".join(versions)
+        return versions_of("onnxruntime", "onnxruntime-gpu", "onnxscript", "onnx")
 
     def check_available(self, device) -> None:
         missing = missing_packages()

@@ -6,15 +6,13 @@ float32 inference precision (OpenVINO would otherwise pick bf16 on CPUs that hav
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import logging
 from pathlib import Path
 
 from mlplatform.api import ArtifactError, ConfigError, DeviceError
 
 from ..schemas import OpenVINOConfig
-from .base import COMPILE_COUNT, Backend, CompileRequest
+from .base import COMPILE_COUNT, Backend, CompileRequest, missing_modules, versions_of
 from .ort import export_onnx
 
 log = logging.getLogger(__name__)
@@ -44,23 +42,10 @@ class OpenVINOBackend(Backend):
             )
 
     def version(self) -> str:
-        import torch
-
-        versions = [f"torch {torch.__version__}"]
-        for dist in ("openvino", "onnxscript", "onnx"):
-            try:
-                versions.append(f"{dist} {importlib.metadata.version(dist)}")
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return ", ".join(versions)
+        return versions_of("openvino", "onnxscript", "onnx")
 
     def check_available(self, device) -> None:
-        missing = []
-        for module in ("openvino", "onnx", "onnxscript"):
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                missing.append(module)
+        missing = missing_modules("openvino", "onnx", "onnxscript")
         if missing:
             raise DeviceError(
                 f"backend=openvino cannot run here: {', '.join(missing)} not installed",

@@ -22,7 +22,7 @@ from mlplatform.api import ArtifactError, ConfigError, DeviceError
 from ..schemas import TensorRTConfig
 from ..specs import all_dims, concrete_shape
 from .aot_inductor import export_program
-from .base import COMPILE_COUNT, Backend, CompileRequest
+from .base import COMPILE_COUNT, Backend, CompileRequest, versions_of
 
 log = logging.getLogger(__name__)
 PROGRAM_NAME = "model.ep"
@@ -68,15 +68,7 @@ class TensorRTBackend(Backend):
             )
 
     def version(self) -> str:
-        import torch
-
-        versions = [f"torch {torch.__version__}"]
-        for dist in ("torch-tensorrt", "tensorrt"):
-            try:
-                versions.append(f"{dist} {importlib.metadata.version(dist)}")
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return ", ".join(versions)
+        return versions_of("torch-tensorrt", "tensorrt")
 
     def check_available(self, device) -> None:
         reason = unavailable_reason(device)
