@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from mlplatform.api import ArtifactError, ConfigError
 
 from ..base import LoadRequest, TypeManager
-from .esrgan import WEIGHT_SUFFIXES
+from .esrgan import read_descriptor, ready_for_inference
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +34,20 @@ class FaceRestoreManager(TypeManager):
         return MAIN_REGISTRY
 
     def load_model(self, request: LoadRequest) -> Any:
-        import torch
-        from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+        from spandrel import ImageModelDescriptor
 
         name = request.entry.name
-        weights = [p for p in request.files if p.endswith(WEIGHT_SUFFIXES)]
-        if len(weights) != 1:
-            raise ArtifactError(f"model {name!r}: expected one weights file, found {weights}",
-                                "list exactly one .pth/.safetensors file in the catalog entry")
-        state = request.state_dict(weights[0])  # spandrel unwraps params_ema / params
-        try:
-            descriptor = ModelLoader(registry=self.registry()).load_from_state_dict(state)
-        except UnsupportedModelError as exc:
-            raise ArtifactError(
-                f"model {name!r}: spandrel does not recognise {weights[0]} as a "
-                f"{self.architecture} checkpoint", "check the file and the entry's type",
-            ) from exc
+        descriptor = read_descriptor(
+            request, registry=self.registry(),
+            hint=f"check that the file is a {self.architecture} checkpoint and the entry's type",
+        )
         if not isinstance(descriptor, ImageModelDescriptor) or \
                 descriptor.architecture.id != self.architecture:
             raise ArtifactError(
                 f"model {name!r} is a {descriptor.architecture.name} model, not "
                 f"{self.architecture}", "use a catalog entry of the matching type",
             )
-        expected = request.entry.settings().scale
-        if expected is not None and descriptor.scale != expected:
-            raise ArtifactError(
-                f"model {name!r}: the weights scale faces {descriptor.scale}x, the catalog says "
-                f"{expected}x", "fix config.scale in the catalog entry",
-            )
-        dtype = request.dtype
-        if dtype == torch.float16 and not descriptor.supports_half:
-            log.warning("%s does not support float16; using float32", name)
-            dtype = torch.float32
-        descriptor.to(request.device)
-        descriptor.to(dtype)
-        descriptor.eval()
-        return descriptor
+        return ready_for_inference(descriptor, request, verb="scale faces")
 
 
 class CodeFormerManager(FaceRestoreManager):
