@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 METRICS = ("ndcg@10", "recall@1", "recall@10")
@@ -19,6 +20,30 @@ def add_ratios(records: list[dict]) -> None:
             r["ratio_peak_cuda"] = r["peak_cuda_mb"] / base["peak_cuda_mb"]
         b, a = base["after"]["ndcg@10"], r["after"]["ndcg@10"]
         r["ratio_ndcg10_after"] = a / b if b else None
+        if r is not base:
+            add_paired_ratios(r, base)
+
+
+def add_paired_ratios(r: dict, base: dict) -> None:
+    """Speed ratios that a machine shared with other jobs disturbs less than median / median:
+    per repeat (the two runs of one seed ran back to back), and best run / best run (the least
+    disturbed run of each). Only for rows with several runs."""
+    theirs = {run["seed"]: run["samples_per_s"] for run in base.get("runs", []) if run.get("status") == "ok"}
+    paired = [run["samples_per_s"] / theirs[run["seed"]] for run in r.get("runs", [])
+              if run.get("status") == "ok" and run.get("seed") in theirs]
+    if len(paired) < 2:
+        return
+    r["ratio_samples_per_s_paired"] = statistics.median(paired)
+    r["ratio_samples_per_s_paired_min"], r["ratio_samples_per_s_paired_max"] = min(paired), max(paired)
+    r["ratio_samples_per_s_best"] = r["samples_per_s_max"] / base["samples_per_s_max"]
+
+
+def paired_lines(records: list[dict]) -> list[str]:
+    return [f"- {r['config']} / sentence-transformers samples/s, paired by repeat (the two runs of a "
+            f"seed back to back, order alternating): median {r['ratio_samples_per_s_paired']:.2f} "
+            f"(min-max {r['ratio_samples_per_s_paired_min']:.2f}-{r['ratio_samples_per_s_paired_max']:.2f} "
+            f"over {r['repeats']} pairs); best run / best run {r['ratio_samples_per_s_best']:.2f}"
+            for r in records if r.get("ratio_samples_per_s_paired") is not None]
 
 
 def _f(value, spec: str) -> str:
@@ -65,8 +90,9 @@ def write_markdown(records: list[dict], path: Path, meta: dict) -> str:
         "query->document loss, fp32",
         f"- data: {data['source']}: {data['train_pairs']} training pairs, {meta['held_out_used']} "
         f"held-out queries (each against all held-out documents), sha256/16 {data['sha256_16']}",
-        f"- the two main rows ran {meta.get('repeats', 1)} times each, interleaved (seeds "
-        f"{meta.get('seed', 0)}..), each run in a fresh process; samples/s is the median with min-max, "
+        f"- the two main rows ran {meta.get('repeats', 1)} times each, interleaved in pairs (seeds "
+        f"{meta.get('seed', 0)}.., which trainer goes first alternating), each run in a fresh process; "
+        "samples/s is the median with min-max, "
         "nDCG/R after training the mean over the runs; other rows ran once",
         "- samples/s over the training loop only, for both (ours: its step loop; ST: a callback from "
         "on_train_begin to on_train_end); model loading and evaluation are outside it; peak RSS = "
@@ -74,6 +100,8 @@ def write_markdown(records: list[dict], path: Path, meta: dict) -> str:
         "the runs; x ST = this row / the sentence-transformers row",
         "",
         table,
+        "",
+        *paired_lines(records),
         "",
     ]
     path.write_text("\n".join(text))

@@ -1,6 +1,6 @@
 """Side-by-side benchmark: this plugin's trainer vs sentence-transformers' trainer (MNRL).
 
-    python benchmarks/embeddings/run.py --steps 50 --repeats 3 --big-batch --out benchmarks/results
+    python benchmarks/embeddings/run.py --steps 50 --repeats 5 --big-batch --out benchmarks/results
     python benchmarks/embeddings/run.py --quick --out /tmp/emb               # smoke test
 
 Each worker runs with --threads torch/OpenMP threads (default 1): on a CPU shared with other
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-extras", action="store_true", help="skip the checkpointing/LoRA rows")
-    parser.add_argument("--repeats", type=int, help="runs of each main row (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, help="runs of each main row (default 5, quick 1)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch/OpenMP threads per worker (1: stable on a CPU shared with other jobs)")
     parser.add_argument("--big-batch", action="store_true",
@@ -246,8 +246,10 @@ def main(argv=None) -> int:
     train, held, data_info = make_pairs()
     if args.quick:
         held = held[:48]
-    repeats = args.repeats or (1 if args.quick else 3)
-    plan = [(c, r) for r in range(repeats) for c in MAIN]  # interleaved: load drifts hit both
+    repeats = args.repeats or (1 if args.quick else 5)
+    # interleaved in pairs, who goes first alternating: load drifts and order effects hit both,
+    # and each pair (one seed) gives a speed ratio measured close together (report.py)
+    plan = [(c, r) for r in range(repeats) for c in (MAIN if r % 2 == 0 else MAIN[::-1])]
     if not (args.no_extras or args.quick):
         plan += [(c, 0) for c in EXTRAS + (BIG_BATCH if args.big_batch else [])]
     runs: dict[str, list[dict]] = {}

@@ -16,6 +16,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 N_WORDS = 60  # document words d0..d59; query words q0..q59 through a fixed random bijection
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread for these tiny models, in this plugin's test modules only (other plugins'
+    tests keep their thread count): on 2 cores, two threads spend their time in OpenMP barriers
+    (a tiny CLIP's 36 training steps: 6 s with 2 threads, 2 s with 1 on the shared sandbox).
+    The tests' subprocesses (CLI, torchrun) get OMP_NUM_THREADS=1."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def vocabulary() -> list[str]:
     return [f"d{i}" for i in range(N_WORDS)] + [f"q{i}" for i in range(N_WORDS)]
 

@@ -17,7 +17,7 @@ def _train(tmp_path, model_dir, data, *extra):
     return run_cli(
         "job=train", "trainer=embedding", f"trainer.model.model_name={model_dir}",
         f"trainer.data.train_file={data}", f"hydra.run.dir={tmp_path / 'run'}", *extra,
-        cwd=tmp_path, timeout=300,
+        cwd=tmp_path, timeout=300, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # tiny models
     )
 
 

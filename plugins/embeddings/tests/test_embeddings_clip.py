@@ -9,9 +9,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from mlplatform_embeddings import build_model, embed, train
-from mlplatform_embeddings.clip import zero_shot_accuracy
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from mlplatform_embeddings import DataConfig, build_model, embed, read_pairs, train
+from mlplatform_embeddings.clip import ImagePath, zero_shot_accuracy
+from mlplatform_embeddings.export import export_model
+from mlplatform_embeddings.gradcache import grad_cache_backward
+from mlplatform_embeddings.losses import build_loss
 from mlplatform_embeddings.model_builder import apply_lora
+from mlplatform_embeddings.training import ContrastiveModel, PairCollator, teacher_embeddings
 
 from mlplatform.api import ConfigError
 
@@ -19,7 +25,8 @@ DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 
 def write_digits(root, count: int):
-    """The first `count` digits as 8x8 RGB PNGs and a JSONL of {"caption", "image"} records."""
+    """The first `count` digits as 8x8 RGB PNGs and a JSONL of {"caption", "image", "negative"}
+    records (the negative: the next record's image, a hard-negative image)."""
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -31,7 +38,7 @@ def write_digits(root, count: int):
         pixels = (digits.images[i] * (255 / 16)).astype(np.uint8)
         Image.fromarray(pixels).convert("RGB").save(root / "images" / f"{i}.png")
         lines.append(json.dumps({"caption": f"a photo of the digit {DIGIT_WORDS[digits.target[i]]}",
-                                 "image": f"images/{i}.png"}))
+                                 "image": f"images/{i}.png", "negative": f"images/{(i + 1) % count}.png"}))
     (root / "digits.jsonl").write_text("\n".join(lines) + "\n")
     return root / "digits.jsonl"
 
@@ -130,3 +137,125 @@ def test_image_text_data_errors_name_the_line(tiny_clip, tmp_path):
         train({"model": {"model_name": str(tiny_clip)},
                "data": {"train_file": str(data), "query_column": "caption", "image_column": "image"},
                "batch_size": 2, "output_dir": str(tmp_path / "run")}, device="cpu")
+
+
+def _lora_layers(model):
+    return {name.rsplit(".", 1)[-1] for name, layer in model.named_modules() if hasattr(layer, "lora_A")}
+
+
+@pytest.mark.parametrize("family", ["open_clip", "towers"])
+def test_lora_on_open_clip_and_a_tower_pair_and_the_merged_export_round_trip(
+        family, request, tmp_path):
+    """LoRA lands on each tower's attention (and open_clip's MLP) layers, the projections stay
+    trainable, and the merged export reloads with equal text and image embeddings."""
+    if family == "open_clip":
+        options = {"model_name": str(request.getfixturevalue("tiny_open_clip"))}
+        # peft wraps nn.MultiheadAttention whole (its out_proj inside it)
+        layers, heads = {"attn", "out_proj", "c_fc", "c_proj"}, {"text_projection", "visual.proj"}
+    else:
+        text_dir, image_dir = request.getfixturevalue("caption_towers")
+        options = {"model_name": str(text_dir), "image_model_name": str(image_dir), "projection_dim": 16}
+        # BERT text tower (query/key/value/dense), ViT image tower (q/k/v/o_proj in transformers 5)
+        layers = {"query", "key", "value", "dense", "q_proj", "k_proj", "v_proj", "o_proj"}
+        heads = {"text.projection.", "image_projection.", "image.base_model.model.pooler.dense."}
+    options = {**options, "use_lora": True, "lora_r": 4, "lora_dropout": 0.0}
+    model = apply_lora(build_model(options), options)
+    assert _lora_layers(model) == layers
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(any(h in n for n in trainable) for h in heads), trainable
+    assert not [n for n in trainable if "lora_" not in n and not any(h in n for h in heads)]
+    assert not any("pooler" in n and "lora_" in n for n in trainable)  # no LoRA in the text pooler
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained-looking adapter (lora_B starts at zero)
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    model.eval()
+    data = write_digits(tmp_path, 3)
+    images = [ImagePath(p) for p in sorted((data.parent / "images").glob("*.png"))]
+    texts = ["a photo of the digit one", "the digit two"]
+    reloaded = build_model({"model_name": str(export_model(model, tmp_path / "export"))})
+    assert not _lora_layers(reloaded)  # merged
+    assert torch.allclose(reloaded.encode(texts), model.encode(texts), atol=1e-5)
+    assert torch.allclose(reloaded.encode(images), model.encode(images), atol=1e-5)
+
+
+def test_open_clip_grad_cache_with_lora_hard_negative_images_and_a_teacher(tiny_open_clip, tiny_clip, tmp_path):
+    """Hard-negative images join the pool (the loss sees them), the teacher's caption and image
+    embeddings reach the distillation term, and GradCache gives the uncached LoRA gradients."""
+    data = write_digits(tmp_path, 6)
+    pairs = read_pairs(data, DataConfig(train_file=str(data), query_column="caption",
+                                        image_column="image", negative_columns=["negative"]))
+    assert all(isinstance(n, ImagePath) for p in pairs for n in p.negatives) and len(pairs[0].negatives) == 1
+    options = {"model_name": str(tiny_open_clip), "use_lora": True, "lora_r": 4, "lora_dropout": 0.0}
+    torch.manual_seed(0)
+    encoder = apply_lora(build_model(options), options)
+    with torch.no_grad():
+        for name, parameter in encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    teacher = build_model({"model_name": str(tiny_clip)}).eval()
+    seen = {}
+
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = build_loss("infonce", temperature=0.1, learnable_temperature=True)
+
+        def forward(self, query, positive, negatives=None, **ids):
+            seen["negatives"] = None if negatives is None else negatives.detach()
+            return self.inner(query, positive, negatives, **ids)
+
+    module = ContrastiveModel(encoder, Recording(), {"kind": "kl", "weight": 0.5, "temperature": 0.1}).train()
+    batch = PairCollator(encoder, keep_texts=True)(pairs)
+    targets = teacher_embeddings(teacher, batch, "cpu")
+    negatives = [n for p in pairs for n in p.negatives]
+    expected = torch.cat([teacher.encode(batch["query_texts"]),
+                          teacher.encode([p.positive for p in pairs] + negatives)])
+    assert targets.shape == (18, 32) and torch.allclose(targets, expected, atol=1e-5)
+    for key in ("query_texts", "document_texts"):
+        batch.pop(key)
+    loss = module(**batch, teacher_embeddings=targets)
+    assert torch.allclose(seen["negatives"], encoder.encode(negatives), atol=1e-5)
+    loss.backward()
+    uncached = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    module.zero_grad(set_to_none=True)
+    without_teacher = module(**batch)
+    assert not torch.allclose(without_teacher, loss)  # the distillation term counts
+
+    AcceleratorState._reset_state()
+    small = PairCollator(encoder, max_rows=2)(pairs)
+    cached_loss = grad_cache_backward(module, module, {**small, "teacher_embeddings": targets},
+                                      Accelerator(cpu=True))
+    cached = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    assert torch.allclose(cached_loss, loss.detach(), rtol=1e-5)
+    assert cached.keys() == uncached.keys() and any("lora_A" in n for n in cached)
+    for name, grad in uncached.items():
+        # 1e-6 plus 1e-5 of the largest entry: chunked sums round differently (2e-6 of 0.3)
+        error = float((cached[name] - grad).abs().max())
+        assert error <= 1e-5 * float(grad.abs().max()) + 1e-6, (name, error)
+
+
+@pytest.mark.slow
+def test_trainer_runs_open_clip_with_lora_negatives_distillation_and_grad_cache(
+        tiny_open_clip, tiny_clip, tiny_bert, tmp_path):
+    data = write_digits(tmp_path, 8)
+    summary = train({
+        "model": {"model_name": str(tiny_open_clip), "use_lora": True, "lora_r": 4,
+                  "teacher_model_name": str(tiny_clip)},
+        "data": {"train_file": str(data), "query_column": "caption", "image_column": "image",
+                 "negative_columns": ["negative"]},
+        "optim": {"learning_rate": 1e-2}, "batch_size": 4, "max_steps": 2, "log_every": 1,
+        "grad_cache": True, "grad_cache_chunk_size": 3, "eval_before": False, "eval_after": False,
+        "output_dir": str(tmp_path / "run"),
+    }, seed=0, device="cpu")
+    assert summary["steps"] == 2 and all(np.isfinite(h["loss"]) for h in summary["history"])
+    manifest = json.loads(open(f"{summary['model_dir']}/manifest.json").read())
+    assert manifest["lora_merged"] is True and manifest["format"] == "open_clip"
+    trained = build_model({"model_name": summary["model_dir"]}).encode(["a photo of the digit one"])
+    base = build_model({"model_name": str(tiny_open_clip)}).encode(["a photo of the digit one"])
+    assert not torch.allclose(trained, base, atol=1e-4)  # the adapters trained and were merged
+    with pytest.raises(ConfigError, match="is a text model, the student an image-text one"):
+        train({"model": {"model_name": str(tiny_open_clip), "teacher_model_name": str(tiny_bert)},
+               "data": {"train_file": str(data), "query_column": "caption", "image_column": "image"},
+               "batch_size": 4, "output_dir": str(tmp_path / "bad")}, device="cpu")

@@ -12,7 +12,7 @@ from mlplatform_embeddings import Pair, build_model, train
 from mlplatform_embeddings.batching import tokenize_chunks
 from mlplatform_embeddings.gradcache import grad_cache_backward
 from mlplatform_embeddings.losses import build_loss
-from mlplatform_embeddings.training import ContrastiveModel, PairCollator, teacher_scores
+from mlplatform_embeddings.training import ContrastiveModel, PairCollator, teacher_embeddings
 
 from mlplatform.api import ConfigError
 
@@ -62,11 +62,11 @@ def test_grad_cache_gradients_equal_uncached(tiny_bert, other_bert, make_pairs, 
     pairs = _pairs(make_pairs)
     texts = {"query_texts": [p.query for p in pairs],
              "document_texts": [p.positive for p in pairs] + [n for p in pairs for n in p.negatives]}
-    scores = teacher_scores(teacher, texts, "cpu")
+    targets = teacher_embeddings(teacher, texts, "cpu")
 
     whole = PairCollator(encoder)(pairs)
     assert len(whole["texts"].inputs) <= 2
-    uncached_loss = module(**whole, teacher_scores=scores)
+    uncached_loss = module(**whole, teacher_embeddings=targets)
     uncached_loss.backward()
     uncached = _gradients(module)
 
@@ -74,7 +74,7 @@ def test_grad_cache_gradients_equal_uncached(tiny_bert, other_bert, make_pairs, 
     accelerator = Accelerator(cpu=True)
     small = PairCollator(encoder, max_rows=3)(pairs)
     assert len(small["texts"].inputs) >= 10  # 30 texts in chunks of at most 3
-    cached_loss = grad_cache_backward(module, module, {**small, "teacher_scores": scores}, accelerator)
+    cached_loss = grad_cache_backward(module, module, {**small, "teacher_embeddings": targets}, accelerator)
     cached = _gradients(module)
 
     assert torch.allclose(cached_loss, uncached_loss.detach(), rtol=1e-5)

@@ -4,6 +4,7 @@ the export loads in sentence-transformers and through the embed task with equal 
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 
 import numpy as np
@@ -125,6 +126,40 @@ def test_resume_equals_uninterrupted(tiny_bert, tmp_path, make_pairs, jsonl):
     other_batch = {**options, "batch_size": 4}
     with pytest.raises(ConfigError, match="data layout"):
         train(_config(tiny_bert, data, killed, resume_from="latest", **other_batch), seed=5, device="cpu")
+    _tampered_checkpoints_are_refused_before_unpickling(
+        killed / "checkpoints" / "step-000004",
+        lambda checkpoint: train(_config(tiny_bert, data, tmp_path / "again", resume_from=str(checkpoint),
+                                         **options), seed=5, device="cpu"))
+
+
+class _Marker:
+    """Unpickling this writes a file: proof that a pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _tampered_checkpoints_are_refused_before_unpickling(checkpoint, resume):
+    files = {p.name for p in checkpoint.iterdir()}
+    assert {"model.safetensors", "optimizer.bin", "manifest.json"} <= files
+    assert not any(name.startswith("custom_checkpoint") for name in files)  # no weights_only=False load
+    marker = checkpoint.parent / "unpickled"
+    original = (checkpoint / "optimizer.bin").read_bytes()
+    (checkpoint / "optimizer.bin").write_bytes(pickle.dumps(_Marker(marker)))  # altered
+    with pytest.raises(ArtifactError, match="optimizer.bin"):
+        resume(checkpoint)
+    (checkpoint / "optimizer.bin").write_bytes(original)
+    (checkpoint / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Marker(marker)))  # added
+    with pytest.raises(ArtifactError, match="custom_checkpoint_0.pkl, which its manifest does not list"):
+        resume(checkpoint)
+    (checkpoint / "custom_checkpoint_0.pkl").unlink()
+    (checkpoint / "manifest.json").rename(checkpoint / "manifest.moved")  # not one of ours
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        resume(checkpoint)
+    assert not marker.exists()
 
 
 def test_resume_from_a_checkpoint_of_another_model(tiny_bert, other_bert, tmp_path, make_pairs, jsonl):

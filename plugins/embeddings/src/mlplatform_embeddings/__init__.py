@@ -9,12 +9,15 @@ The Python API (usable without Hydra):
 - losses: InfoNCELoss, MatryoshkaLoss; metrics: retrieval_metrics, evaluate_pairs
 - training: train(config, seed=, device=) -> summary; EmbeddingTrainerConfig
 - export: export_sentence_transformers, load_exported, embed
+- extension points (registry kinds a plugin adds to): EmbeddingModelFamily (kind
+  "embedding_model", MODEL_KIND), loss factories (kind "embedding_loss", LOSS_KIND), build_loss
 """
 
 from .data import Pair, load_splits, read_pairs
 from .encoder import TextEncoder
 from .export import embed, export_sentence_transformers, load_exported
-from .losses import InfoNCELoss, MatryoshkaLoss
+from .families import LOSS_KIND, MODEL_KIND, EmbeddingModelFamily
+from .losses import InfoNCELoss, MatryoshkaLoss, build_loss
 from .metrics import evaluate_pairs, retrieval_metrics
 from .model_builder import (
     apply_lora,
@@ -38,5 +41,5 @@ __all__ = [
     "TextEncoder", "Pair", "read_pairs", "load_splits", "InfoNCELoss", "MatryoshkaLoss", "retrieval_metrics",
     "evaluate_pairs", "train", "export_sentence_transformers", "load_exported", "embed",
     "ModelConfig", "DataConfig", "LossConfig", "OptimConfig", "EmbeddingTrainerConfig",
-    "EmbedTaskConfig",
+    "EmbedTaskConfig", "EmbeddingModelFamily", "MODEL_KIND", "LOSS_KIND", "build_loss",
 ]

@@ -17,8 +17,6 @@ from torch import nn
 
 from mlplatform.api import ConfigError, ModelSourceError
 
-IMAGE_TEXT_TYPES = ("clip",)
-
 
 class ImagePath(str):
     """A path to an image file, as opposed to a text (data.image_column yields these)."""
@@ -91,6 +89,7 @@ class ImageTextEncoder(ImageTextBase):
     its learned temperature, which the trainer starts its learnable temperature from and writes
     back on export."""
 
+    family = "clip"
     pooling = "clip"
     projection = None
 
@@ -133,15 +132,6 @@ class ImageTextEncoder(ImageTextBase):
             pooled = base.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
             out = base.text_projection(pooled)
         return nn.functional.normalize(out.float(), dim=-1) if self.normalize else out
-
-
-def model_type(root: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((root / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        return None
 
 
 def build_image_text_model(root: Path, cfg: Any) -> ImageTextEncoder:

@@ -150,9 +150,9 @@ def _negatives(record: dict[str, Any], column: str, where: str, path: Path) -> l
     return list(texts)
 
 
-def _image(record: dict[str, Any], column: str, where: str, path: Path) -> ImagePath:
-    """The record's image file, relative to the data file's folder unless absolute."""
-    image = Path(_text(record, column, where, path))
+def _image(value: str, where: str, path: Path) -> ImagePath:
+    """An image file named in a record, relative to the data file's folder unless absolute."""
+    image = Path(value)
     image = image if image.is_absolute() else path.parent / image
     if not image.is_file():
         raise ConfigError(f"{path}, {where}: image file {image} does not exist",
@@ -162,21 +162,21 @@ def _image(record: dict[str, Any], column: str, where: str, path: Path) -> Image
 
 def read_pairs(path: str | Path, data: DataConfig) -> list[Pair]:
     """Every pair in `path`; an empty file is an error. With data.image_column, each pair is a
-    caption (query_column) and an image file (image_column)."""
+    caption (query_column) and an image file (image_column), and the negative columns hold
+    hard-negative image files."""
     path = Path(path)
     fmt = data_format(path, data.format)
-    if data.image_column and data.negative_columns:
-        raise ConfigError("data.negative_columns is not supported with data.image_column",
-                          "drop data.negative_columns for image-text pairs")
     pairs = []
     counts = set()
     for where, record in _records(path, fmt):
         query = _text(record, data.query_column, where, path)
         if data.image_column:
-            pairs.append(Pair(query, _image(record, data.image_column, where, path)))
-            continue
-        positive = _text(record, data.positive_column, where, path)
+            positive = _image(_text(record, data.image_column, where, path), where, path)
+        else:
+            positive = _text(record, data.positive_column, where, path)
         negatives = [n for column in data.negative_columns for n in _negatives(record, column, where, path)]
+        if data.image_column:
+            negatives = [_image(n, where, path) for n in negatives]
         counts.add(len(negatives))
         if len(counts) > 1:
             raise ConfigError(

@@ -43,6 +43,8 @@ class TextEncoder(nn.Module):
     """texts -> embeddings. `forward(input_ids, attention_mask)` is what training differentiates;
     `encode(texts)` is inference."""
 
+    family = "transformers"  # the registered model family that exports and reloads it
+
     def __init__(
         self,
         backbone: nn.Module,

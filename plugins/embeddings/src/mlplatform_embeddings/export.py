@@ -26,9 +26,14 @@ from .encoder import IDENTITY, ST_DENSE, ST_NORMALIZE, ST_POOLING, ST_TRANSFORME
 EXPORT_KIND = "embedding-model"
 
 
-def _merged_backbone(encoder: TextEncoder) -> tuple[torch.nn.Module, bool]:
+def merged_backbone(encoder: Any) -> tuple[torch.nn.Module, bool]:
     """A copy of the backbone with LoRA adapters merged in (the training model is left as is)."""
-    backbone = encoder.backbone
+    return merge_lora(encoder.backbone)
+
+
+def merge_lora(module: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+    """`module` itself, or a copy with its LoRA adapters merged in (and whether it had any)."""
+    backbone = module
     if hasattr(backbone, "merge_and_unload"):
         return copy.deepcopy(backbone).merge_and_unload(), True
     return backbone, False
@@ -56,7 +61,7 @@ def export_sentence_transformers(
     if adapter and not hasattr(encoder.backbone, "merge_and_unload"):
         raise ConfigError("an adapter export needs a LoRA model", "set model.use_lora=true, or drop "
                           "trainer.export_adapter")
-    backbone, merged = (encoder.backbone, False) if adapter else _merged_backbone(encoder)
+    backbone, merged = (encoder.backbone, False) if adapter else merged_backbone(encoder)
     pooling_mode = encoder.pooling
     dim = int(backbone.config.hidden_size)
     with staged_directory(final) as staging:
@@ -119,7 +124,7 @@ def export_image_text(encoder: Any, directory: str | Path, info: dict[str, Any] 
 
     final = Path(directory)
     remove_stale_staging(final)
-    backbone, merged = _merged_backbone(encoder)
+    backbone, merged = merged_backbone(encoder)
     if temperature is not None:
         backbone = copy.deepcopy(backbone) if backbone is encoder.backbone else backbone
         with torch.no_grad():
@@ -136,38 +141,37 @@ def export_image_text(encoder: Any, directory: str | Path, info: dict[str, Any] 
     return final
 
 
+def refuse_adapter(adapter: bool, family: str) -> None:
+    if adapter:
+        raise ConfigError(f"adapter export is supported for text models only, not {family}",
+                          "drop trainer.export_adapter (this export merges LoRA)")
+
+
+def export_staged(directory: str | Path, write: Any, info: dict[str, Any]) -> Path:
+    """Build an export in a staging directory with `write(staging) -> manifest fields`, then
+    its manifest (kind embedding-model plus `info`), and swap it into place atomically."""
+    final = Path(directory)
+    remove_stale_staging(final)
+    with staged_directory(final) as staging:
+        written = write(staging)
+        write_manifest(staging, {"kind": EXPORT_KIND, **info, **written})
+    return final
+
+
 def export_model(encoder: Any, directory: str | Path, info: dict[str, Any] | None = None,
                  temperature: float | None = None, adapter: bool = False) -> Path:
-    """The export for the encoder's kind: sentence-transformers for text, CLIP for image-text."""
-    if adapter and getattr(encoder, "pooling", None) in ("clip", "towers", "open_clip"):
-        raise ConfigError("adapter export is supported for text models only",
-                          "drop trainer.export_adapter (the CLIP export merges LoRA)")
-    if getattr(encoder, "pooling", None) == "clip":
-        return export_image_text(encoder, directory, info, temperature)
-    if getattr(encoder, "pooling", None) == "open_clip":
-        from .openclip import export_open_clip
+    """The export of the family that built `encoder` (its `family`), or, when that family has
+    no export of its own, of the family its class names: sentence-transformers for text, a
+    CLIP / open_clip / two-tower directory for image-text."""
+    from .families import model_family
 
-        final = Path(directory)
-        remove_stale_staging(final)
-        with staged_directory(final) as staging:
-            written = export_open_clip(encoder, staging, temperature)
-            write_manifest(staging, {"kind": EXPORT_KIND, "source": encoder.source,
-                                     "normalize": encoder.normalize,
-                                     "max_seq_length": encoder.max_seq_length, **written, **(info or {})})
-        return final
-    if getattr(encoder, "pooling", None) == "towers":
-        from .towers import export_tower_pair
-
-        final = Path(directory)
-        remove_stale_staging(final)
-        with staged_directory(final) as staging:
-            towers = export_tower_pair(encoder, staging)
-            write_manifest(staging, {
-                "kind": EXPORT_KIND, "source": encoder.source, "embedding_dim": encoder.embedding_dim,
-                "max_seq_length": encoder.max_seq_length, **towers, **(info or {}),
-            })
-        return final
-    return export_sentence_transformers(encoder, directory, info, adapter=adapter)
+    names = [getattr(encoder, "family", None), getattr(type(encoder), "family", None)]
+    for name in dict.fromkeys(n for n in names if n):
+        family = model_family(name)
+        if family.export is not None:
+            return family.export(encoder, directory, info, temperature, adapter)
+    raise ConfigError(f"the model family {names[0]!r} has no export",
+                      "set trainer.export=false, or give the family an export")
 
 
 def load_exported(directory: str | Path) -> TextEncoder:

@@ -59,17 +59,17 @@ def grad_cache_backward(module: Any, contrastive: Any, batch: dict[str, Any], ac
             outputs.append(module(chunk=chunk))
     cached = torch.cat(outputs)[chunks.restore].detach().float().requires_grad_()
     loss = contrastive.contrastive_loss(
-        cached, batch["rows"], batch["query_ids"], batch["doc_ids"], batch.get("teacher_scores"),
+        cached, batch["rows"], batch["query_ids"], batch["doc_ids"], batch.get("teacher_embeddings"),
     )
     accelerator.backward(loss)  # scaled for accumulation / fp16 like an uncached step
     sorted_grads = cached.grad[chunks.order]
     start, last = 0, len(chunks.inputs) - 1
     for index, (chunk, state) in enumerate(zip(chunks.inputs, states, strict=True)):
-        rows = chunk["input_ids"].shape[0]
         # DDP reduces gradients once, after the last chunk
         sync = accelerator.no_sync(module) if index < last else nullcontext()
         with sync, state:
-            output = module(chunk=chunk)
+            output = module(chunk=chunk)  # texts (input_ids or open_clip's text) or images
+            rows = output.shape[0]
             torch.autograd.backward(output, sorted_grads[start:start + rows].to(output.dtype))
         start += rows
     if accelerator.num_processes > 1 and accelerator.sync_gradients:

@@ -9,6 +9,7 @@ negative that equals another row's positive) is masked instead of being pushed a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -100,8 +101,8 @@ class MatryoshkaLoss(nn.Module):
         self.dims = sorted(dims)
 
     @property
-    def temperature(self) -> float:
-        return self.base.temperature
+    def temperature(self) -> float | None:
+        return getattr(self.base, "temperature", None)
 
     def forward(self, query, positive, negatives=None, **ids) -> torch.Tensor:
         full = query.shape[-1]
@@ -135,9 +136,25 @@ def distillation_loss(
     return kl * temperature**2
 
 
-def build_loss(name: str, *, matryoshka_dims: list[int] | None = None, **options) -> nn.Module:
-    """The loss the trainer uses: InfoNCE, wrapped in Matryoshka when dims are given."""
-    if name != "infonce":
-        raise ConfigError(f"unknown loss {name!r}", "use loss.name=infonce")
-    loss = InfoNCELoss(**options)
+def build_loss(name: str = "infonce", *, matryoshka_dims: list[int] | None = None,
+               **options: Any) -> nn.Module:
+    """The registered loss `name` (kind embedding_loss) made from LossConfig fields `options`
+    (temperature=..., options={...} for a plugin's loss), wrapped in Matryoshka when dims are
+    given. An unknown name is an UnknownNameError naming the closest registered loss."""
+    from mlplatform.api import from_options
+
+    from .families import loss_factory
+    from .schemas import LossConfig
+
+    cfg = from_options(LossConfig, {**options, "name": name}, "trainer.loss")
+    loss = loss_factory(cfg.name)(cfg)
+    if not isinstance(loss, nn.Module):
+        raise ConfigError(f"the loss factory {name!r} returned a {type(loss).__name__}, not a "
+                          "torch.nn.Module", "return the loss module from the factory")
     return MatryoshkaLoss(loss, list(matryoshka_dims)) if matryoshka_dims else loss
+
+
+def loss_temperature(loss: nn.Module) -> float | None:
+    """The loss's current temperature, if it has one (logged, written into CLIP exports)."""
+    value = getattr(loss, "temperature", None)
+    return float(value) if value is not None else None

@@ -25,11 +25,10 @@ from torch import nn
 
 from mlplatform.api import ConfigError, ModelSourceError, from_options, resolve_model_source
 
-from .clip import IMAGE_TEXT_TYPES, build_image_text_model, model_type
+from .clip import build_image_text_model
 from .encoder import TextEncoder, read_sentence_transformers_dir
-from .openclip import build_open_clip_model, is_open_clip_dir
+from .families import detect_family, model_family
 from .schemas import COMPILE_MODES, POOLING_MODES, TORCH_DTYPES, ModelConfig
-from .towers import TOWERS_FILE, build_tower_pair, load_tower_pair
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,14 @@ LORA_TARGETS = {
     "clip": ["q_proj", "k_proj", "v_proj", "out_proj"],
     "clip_text_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
     "t5": ["q", "k", "v", "o"],
+    # image towers
+    # (transformers 5 renamed ViT's query/key/value to q_proj/k_proj/v_proj/o_proj: either)
+    "vit": ["q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value"],
+    "dinov2": ["q_proj", "k_proj", "v_proj", "o_proj", "query", "key", "value"],
+    "clip_vision_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "siglip_vision_model": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    # open_clip towers: nn.MultiheadAttention (peft wraps it whole) and the MLP
+    "open_clip": ["attn", "c_fc", "c_proj"],
 }
 VEMBED_DEFAULT_TARGETS = ["q_proj", "v_proj", "query", "value", "key", "dense"]
 
@@ -88,25 +95,44 @@ def _check(cfg: ModelConfig, where: str) -> None:
         raise bad("lora_dropout", cfg.lora_dropout, "it must be in [0, 1)")
 
 
-def build_model(config: Any) -> TextEncoder:
-    """The student: backbone + pooling (+ projection head) from `config.model_name`, in
-    `torch_dtype`, with gradient checkpointing when `use_gradient_checkpointing` (with or without
-    LoRA). LoRA itself is added by `apply_lora`. A CLIP directory gives an ImageTextEncoder."""
+def build_model(config: Any) -> Any:
+    """The student: the encoder of the model family named by `config.family`, or of the first
+    registered family (by priority) that recognises `config.model_name` (a towers export or
+    image_model_name, open_clip, a transformers CLIP, else a transformers text encoder), in
+    `torch_dtype`, with gradient checkpointing when `use_gradient_checkpointing` (with or
+    without LoRA). LoRA itself is added by `apply_lora`."""
     cfg = model_config(config)
+    name = cfg.family
+    if name is None:
+        root = resolve_model_source(cfg.model_name, required_file=None)
+        name = detect_family(root, cfg)
+        if name is None:
+            raise ConfigError(f"no installed model family recognises {root}",
+                              "set model.family to a family that can build it (python -m mlplatform "
+                              "job=plugins lists them as embedding_model)")
+    model = model_family(name).build(cfg)
+    if getattr(model, "family", None) != name:
+        model.family = name  # export and reload through the family that built it
+    return model
+
+
+def build_clip(cfg: ModelConfig) -> Any:
+    """model.family=clip: a transformers CLIP directory as an ImageTextEncoder."""
+    model = build_image_text_model(resolve_model_source(cfg.model_name, required_file=None), cfg)
+    if cfg.use_gradient_checkpointing:
+        enable_gradient_checkpointing(model, cfg)
+    return model
+
+
+def build_text_encoder(cfg: ModelConfig) -> TextEncoder:
+    """model.family=transformers: a transformers text encoder (or a sentence-transformers
+    directory, its pooling and Dense head read) with pooling and an optional projection head."""
     from transformers import AutoModel, AutoTokenizer
 
     if cfg.image_model_name:
-        return build_tower_pair(cfg, build_model)
+        raise ConfigError("model.image_model_name needs the towers family",
+                          "drop model.family (or set model.family=towers)")
     root = resolve_model_source(cfg.model_name, required_file=None)
-    if (root / TOWERS_FILE).is_file():
-        return load_tower_pair(root, cfg, build_model)
-    if is_open_clip_dir(root):
-        return build_open_clip_model(root, cfg)
-    if model_type(root) in IMAGE_TEXT_TYPES:
-        model = build_image_text_model(root, cfg)
-        if cfg.use_gradient_checkpointing:
-            enable_gradient_checkpointing(model, cfg)
-        return model
     layout = read_sentence_transformers_dir(root)
     transformer_dir = layout.transformer_dir if layout else root
     adapter = (transformer_dir / "adapter_config.json").is_file()
@@ -229,51 +255,78 @@ def build_teacher_model(config: Any) -> TextEncoder | None:
     return teacher
 
 
-def lora_targets(model: TextEncoder, cfg: ModelConfig) -> list[str]:
-    linear_names = {
-        name.rsplit(".", 1)[-1]
-        for name, module in model.backbone.named_modules()
-        if isinstance(module, nn.Linear)
-    }
+def lora_layer_names(module: nn.Module) -> set[str]:
+    """The last name component of every layer LoRA can wrap (linear layers, and attention
+    modules peft wraps as a whole, such as open_clip's nn.MultiheadAttention)."""
+    return {name.rsplit(".", 1)[-1] for name, layer in module.named_modules()
+            if isinstance(layer, nn.Linear | nn.MultiheadAttention)}
+
+
+def lora_targets(module: nn.Module, cfg: ModelConfig, family: str | None = None) -> list[str]:
+    """`cfg.lora_target_modules`, checked against `module`'s layers, or the targets of the
+    module's family (`family`, else its config.model_type) that the module has."""
+    names = lora_layer_names(module)
     if cfg.lora_target_modules:
-        missing = [t for t in cfg.lora_target_modules if t not in linear_names]
+        missing = [t for t in cfg.lora_target_modules if t not in names]
         if missing:
             raise ConfigError(
                 f"model.lora_target_modules {missing} name no linear layer of the model "
-                f"(its linear layers: {', '.join(sorted(linear_names))})",
+                f"(its linear layers: {', '.join(sorted(names))})",
                 "pick names from that list",
             )
         return list(cfg.lora_target_modules)
-    family = getattr(model.backbone.config, "model_type", "")
+    family = family or getattr(getattr(module, "config", None), "model_type", "")
     candidates = LORA_TARGETS.get(family, VEMBED_DEFAULT_TARGETS)
-    found = [t for t in candidates if t in linear_names]
+    found = [t for t in candidates if t in names]
     if not found:
         raise ConfigError(
             f"no LoRA target modules found for model type {family!r} "
-            f"(its linear layers: {', '.join(sorted(linear_names))})",
+            f"(its linear layers: {', '.join(sorted(names))})",
             "set model.lora_target_modules=[NAME,...]",
         )
     return found
 
 
-def apply_lora(model: TextEncoder, config: Any, accelerator: Any = None) -> TextEncoder:
-    """Wrap the backbone in peft LoRA adapters (r, alpha, dropout, targets from `config`), in
-    place; the pooling and projection head stay trainable. Does nothing unless `use_lora`."""
-    cfg = model_config(config)
-    if not cfg.use_lora:
-        return model
+# a pooler is a head (unused by our text pooling, or trained whole in an image tower), not a
+# LoRA target: adapters on an unused layer would be parameters DDP waits for in vain
+NOT_LORA_TARGETS = r"(.*\.)?pooler(\..*)?"
+
+
+def wrap_lora(module: nn.Module, cfg: ModelConfig, targets: list[str]) -> nn.Module:
+    """`module` with peft LoRA adapters on `targets` (r, alpha, dropout from `cfg`), none in a
+    pooler; everything else in it frozen."""
+    import re
+
     from peft import LoraConfig, get_peft_model
 
-    targets = lora_targets(model, cfg)
-    lora = LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=targets, bias="none",
-    )
-    model.backbone = get_peft_model(model.backbone, lora)
+    has_pooler = any(re.fullmatch(NOT_LORA_TARGETS, name) for name, _ in module.named_modules())
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, bias="none",
+                      exclude_modules=NOT_LORA_TARGETS if has_pooler else None)
+    return get_peft_model(module, lora)
+
+
+def lora_on_backbone(model: Any, cfg: ModelConfig) -> list[str]:
+    """The default LoRA of an encoder with one `backbone` (a transformers text encoder, CLIP):
+    wrap the backbone, then the model's preset (`after_lora`) and gradient checkpointing."""
+    targets = lora_targets(model.backbone, cfg)
+    model.backbone = wrap_lora(model.backbone, cfg, targets)
     if hasattr(model, "after_lora"):  # the model family's preset (CLIP: projections trainable)
         model.after_lora()
     if cfg.use_gradient_checkpointing:
         enable_gradient_checkpointing(model, cfg)
+    return targets
+
+
+def apply_lora(model: Any, config: Any, accelerator: Any = None) -> Any:
+    """Add peft LoRA adapters (r, alpha, dropout, targets from `config`), in place; pooling,
+    projection heads and projections stay trainable. A model with its own `add_lora(cfg)`
+    (open_clip, a tower pair) places them itself. Does nothing unless `use_lora`."""
+    cfg = model_config(config)
+    if not cfg.use_lora:
+        return model
+    add_lora = getattr(model, "add_lora", None)
+    targets = add_lora(cfg) if add_lora is not None else lora_on_backbone(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     message = f"LoRA on {targets}: {trainable:,} trainable parameters of {total:,}"

@@ -3,8 +3,9 @@ and preprocess_cfg, plus open_clip_model.safetensors), loaded with open_clip's `
 scheme, behind the same interface as the transformers CLIP encoder.
 
 Texts go through open_clip's tokenizer (fixed context length, no attention mask), images
-through its preprocessing transform. LoRA is not offered for open_clip towers (their attention
-is nn.MultiheadAttention); gradient checkpointing is open_clip's set_grad_checkpointing."""
+through its preprocessing transform. LoRA (`add_lora`) goes on the towers' attention
+(nn.MultiheadAttention, which peft wraps whole) and MLP layers, the projections staying
+trainable; gradient checkpointing is open_clip's set_grad_checkpointing."""
 
 from __future__ import annotations
 
@@ -52,13 +53,33 @@ class OpenClipEncoder(ImageTextBase):
         self.max_seq_length = int(config["model_cfg"]["text_cfg"].get("context_length", 77))
         self.source = source
 
+    family = "open_clip"
+
+    @property
+    def base(self) -> nn.Module:
+        """open_clip's CLIP itself (LoRA layers, when present, are inside it)."""
+        return self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+
     @property
     def embedding_dim(self) -> int:
         return int(self.config["model_cfg"]["embed_dim"])
 
     @property
     def temperature(self) -> float:
-        return 1.0 / math.exp(float(self.backbone.logit_scale.detach()))
+        return 1.0 / math.exp(float(self.base.logit_scale.detach()))
+
+    def add_lora(self, cfg: Any) -> list[str]:
+        """LoRA on both towers' attention and MLP layers (model.lora_target_modules overrides);
+        the text and image projections stay trainable, the temperature is the loss's."""
+        from .model_builder import lora_targets, wrap_lora
+
+        targets = lora_targets(self.backbone, cfg, family="open_clip")
+        self.backbone = wrap_lora(self.backbone, cfg, targets)
+        base = self.base
+        for head in (getattr(base, "text_projection", None), getattr(base.visual, "proj", None)):
+            if head is not None:
+                head.requires_grad_(True)
+        return targets
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return {"text": self.tokenizer(list(texts))}
@@ -76,14 +97,10 @@ class OpenClipEncoder(ImageTextBase):
     def forward(self, text: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 **_: Any) -> torch.Tensor:
         if pixel_values is not None:
-            out = self.backbone.encode_image(pixel_values)
+            out = self.base.encode_image(pixel_values)
         else:
-            out = self.backbone.encode_text(text)
+            out = self.base.encode_text(text)
         return nn.functional.normalize(out.float(), dim=-1) if self.normalize else out
-
-
-def is_open_clip_dir(root: Path) -> bool:
-    return (root / OPEN_CLIP_CONFIG).is_file()
 
 
 def build_open_clip_model(root: Path, cfg: Any) -> OpenClipEncoder:
@@ -92,9 +109,6 @@ def build_open_clip_model(root: Path, cfg: Any) -> OpenClipEncoder:
     except ImportError as exc:
         raise ConfigError(f"{root} is an open_clip model, but open_clip is not installed",
                           "pip install open_clip_torch (or the plugin's open_clip extra)") from exc
-    if cfg.use_lora:
-        raise ConfigError("LoRA is not supported for open_clip models",
-                          "set model.use_lora=false (or train a transformers CLIP with LoRA)")
     if cfg.pooling is not None or cfg.projection_dim is not None:
         raise ConfigError(f"{cfg.model_name} is an open_clip model: it has its own pooling and "
                           "projections", "drop model.pooling and model.projection_dim")
@@ -122,9 +136,12 @@ def export_open_clip(encoder: OpenClipEncoder, staging: Path, temperature: float
     """open_clip's local-dir format into `staging` (the caller writes the manifest)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.backbone.state_dict().items()}
+    from .export import merged_backbone
+
+    backbone, merged = merged_backbone(encoder)
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     if temperature is not None:
         state["logit_scale"] = torch.tensor(math.log(1.0 / temperature), dtype=state["logit_scale"].dtype)
     save_file(state, str(staging / OPEN_CLIP_WEIGHTS))
     atomic_write_json(staging / OPEN_CLIP_CONFIG, encoder.config)
-    return {"format": "open_clip", "embedding_dim": encoder.embedding_dim}
+    return {"format": "open_clip", "embedding_dim": encoder.embedding_dim, "lora_merged": merged}

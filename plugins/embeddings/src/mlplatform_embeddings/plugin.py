@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlplatform.api import hookimpl
 
+from .families import BUILTIN_FAMILIES, BUILTIN_LOSSES, LOSS_KIND, MODEL_KIND
 from .schemas import EmbeddingTrainerConfig, EmbedTaskConfig
 
 
@@ -22,6 +23,14 @@ def _run_embed_task(cfg):
 
     return run_embed_task(cfg)
 
+
+@hookimpl
+def register_components(registry):
+    """The built-in model families and losses, through the same kinds a plugin uses."""
+    for name, family in BUILTIN_FAMILIES.items():
+        registry.add(MODEL_KIND, name, family, description="embedding model family")
+    for name, factory in BUILTIN_LOSSES.items():
+        registry.add(LOSS_KIND, name, factory, description="embedding contrastive loss")
 
 
 @hookimpl

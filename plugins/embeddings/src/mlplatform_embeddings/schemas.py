@@ -26,6 +26,9 @@ class ModelConfig:
 
     # a local model directory (transformers or sentence-transformers format) or a hub repo id
     model_name: str = "???"
+    # the registered model family (kind embedding_model) that builds it: transformers, clip,
+    # open_clip, towers or a plugin's; null: the first family that recognises model_name
+    family: str | None = None
     # float32, float16 or bfloat16 weights; null is float32 (use optim.mixed_precision for speed)
     torch_dtype: str | None = None
     # an image tower (a transformers vision model directory) paired with model_name as the text
@@ -79,7 +82,8 @@ class DataConfig:
     positive_column: str = "positive"
     negative_columns: list[str] = field(default_factory=list)
     # image-text pairs (a CLIP model): the column holding each record's image file (relative to
-    # the data file's folder); query_column then holds its caption
+    # the data file's folder); query_column then holds its caption, and negative_columns hold
+    # hard-negative image files
     image_column: str | None = None
 
 
@@ -87,7 +91,10 @@ class DataConfig:
 class LossConfig:
     """Symmetric InfoNCE over the in-batch pool (positives of the other rows + hard negatives)."""
 
+    # the registered loss (kind embedding_loss): infonce, or a plugin's
     name: str = "infonce"
+    # options of a plugin's loss (its factory reads them); infonce takes none
+    options: dict[str, Any] = field(default_factory=dict)
     # softmax temperature tau (logits are cosine / tau)
     temperature: float = 0.05
     # learn tau (as a log-scale parameter the optimizer updates), starting at `temperature`

@@ -30,6 +30,7 @@ class TowerPairEncoder(ImageTextBase):
     """texts through `text` (a TextEncoder with its projection head), images through `image`
     (a vision model) then `image_projection`; both L2-normalised in one space."""
 
+    family = "towers"
     pooling = "towers"
     projection = None
 
@@ -55,6 +56,41 @@ class TowerPairEncoder(ImageTextBase):
     @property
     def embedding_dim(self) -> int:
         return self.image_projection.out_features
+
+    def add_lora(self, cfg: Any) -> list[str]:
+        """LoRA on both towers, each with its family's targets (model.lora_target_modules: those
+        of the names each tower has, else its family's); the text tower's projection head, the
+        image tower's pooler and the image projection stay trainable."""
+        from .model_builder import (
+            enable_gradient_checkpointing,
+            lora_layer_names,
+            lora_targets,
+            wrap_lora,
+        )
+
+        wanted = list(cfg.lora_target_modules or [])
+        towers = {"text": self.text.backbone, "image": self.image}
+        if wanted:
+            everywhere = set().union(*(lora_layer_names(m) for m in towers.values()))
+            missing = [t for t in wanted if t not in everywhere]
+            if missing:
+                raise ConfigError(f"model.lora_target_modules {missing} name no linear layer of "
+                                  f"either tower (their layers: {', '.join(sorted(everywhere))})",
+                                  "pick names from that list")
+        targets = {}
+        for side, module in towers.items():
+            own = [t for t in wanted if t in lora_layer_names(module)]
+            targets[side] = lora_targets(module, dataclasses.replace(cfg, lora_target_modules=own or None))
+        self.text.backbone = wrap_lora(self.text.backbone, cfg, targets["text"])
+        self.image = wrap_lora(self.image, cfg, targets["image"])
+        pooler = getattr(self.image.get_base_model(), "pooler", None)
+        if pooler is not None:  # the image tower's pooler feeds the projection: a head
+            pooler.requires_grad_(True)
+        if cfg.use_gradient_checkpointing:
+            enable_gradient_checkpointing(self.text, cfg)
+            if cfg.gradient_checkpointing_kwargs.get("use_reentrant"):
+                self.image.enable_input_require_grads()  # frozen patch embeddings under LoRA
+        return sorted(set(targets["text"]) | set(targets["image"]))
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 pixel_values: torch.Tensor | None = None, **inputs: Any) -> torch.Tensor:
@@ -96,9 +132,6 @@ def build_tower_pair(cfg: Any, build_text: Any) -> TowerPairEncoder:
     if cfg.projection_dim is None:
         raise ConfigError("a text tower paired with an image tower needs model.projection_dim "
                           "(the size of the shared space)", "pass e.g. model.projection_dim=256")
-    if cfg.use_lora:
-        raise ConfigError("LoRA is not supported for a text tower paired with an image tower yet",
-                          "set model.use_lora=false")
     text = build_text(dataclasses.replace(cfg, image_model_name=None))
     image, processor = _vision_tower(cfg.image_model_name, cfg)
     hidden = int(getattr(image.config, "hidden_size", 0) or image.config.vision_config.hidden_size)
@@ -110,17 +143,18 @@ def export_tower_pair(encoder: TowerPairEncoder, staging: Path) -> dict[str, Any
     """Write both towers into `staging` (the caller writes the manifest)."""
     from safetensors.torch import save_file
 
-    from .export import export_sentence_transformers
+    from .export import export_sentence_transformers, merge_lora
 
-    export_sentence_transformers(encoder.text, staging / "text")
-    encoder.image.save_pretrained(staging / "image")
+    export_sentence_transformers(encoder.text, staging / "text")  # LoRA merged
+    image, merged_image = merge_lora(encoder.image)
+    image.save_pretrained(staging / "image")
     encoder.image_processor.save_pretrained(staging / "image")
     linear = encoder.image_projection
     save_file({k: v.detach().cpu().contiguous() for k, v in linear.state_dict().items()},
               str(staging / "image_projection.safetensors"))
     info = {"format": "towers", "text": "text", "image": "image",
             "image_projection": [linear.in_features, linear.out_features],
-            "normalize": encoder.normalize}
+            "normalize": encoder.normalize, "image_lora_merged": merged_image}
     atomic_write_json(staging / TOWERS_FILE, info)
     return info
 

@@ -4,8 +4,12 @@
 so every loss parameter (a learnable temperature) is trained, synchronised and checkpointed with
 the model, and runs AdamW with a warmup schedule under `Accelerator` (mixed precision, gradient
 accumulation, clipping; `accelerate launch` runs it on several processes). Checkpoints hold
-model, optimizer, scheduler and RNG states (accelerator.save_state) plus the data position, so a
-resumed run ends with the same weights as an uninterrupted one."""
+model, optimizer and RNG states (accelerator.save_state) and a manifest with the sha256 of each
+file, the scheduler state and the data position, so a resumed run ends with the same weights as
+an uninterrupted one; resuming verifies the manifest before anything is unpickled.
+
+The model comes from the registered model family (families.py) and the loss from the
+registered loss factory, so a plugin's family or loss trains exactly like a built-in one."""
 
 from __future__ import annotations
 
@@ -25,11 +29,13 @@ import torch
 from torch import nn
 
 from mlplatform.api import (
+    MANIFEST_NAME,
     ArtifactError,
     ConfigError,
     atomic_write_json,
     from_options,
     job_output_dir,
+    require_keys,
     resolve_device,
     verify_artifact,
     write_manifest,
@@ -41,7 +47,7 @@ from .data import Pair, load_splits
 from .encoder import TextEncoder
 from .export import export_model
 from .gradcache import grad_cache_backward
-from .losses import build_loss, distillation_loss
+from .losses import build_loss, distillation_loss, loss_temperature
 from .metrics import evaluate_pairs
 from .model_builder import (
     apply_lora,
@@ -79,37 +85,44 @@ class ContrastiveModel(nn.Module):
 
     def contrastive_loss(
         self, embeddings: torch.Tensor, rows: int, query_ids, doc_ids,
-        teacher_scores: torch.Tensor | None = None,
+        teacher_embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The loss from the batch's embeddings: queries are the first `rows`, then the
-        positives, then the hard negatives. GradCache calls this on cached embeddings."""
-        q, d = embeddings[:rows], embeddings[rows:]
-        positive, negatives = d[:rows], d[rows:]
-        distill = None
-        if teacher_scores is not None and self.distillation:  # on this process's rows
-            distill = self.distillation["weight"] * distillation_loss(
-                q.float() @ d.float().T, teacher_scores, self.distillation["kind"],
-                self.distillation["temperature"],
-            )
+        positives, then the hard negatives; `teacher_embeddings` (the teacher's, in the same
+        order) give the distillation targets. With cross-device negatives every process
+        computes the same loss over all processes' rows, distillation included. GradCache
+        calls this on cached embeddings."""
+        q, positive, negatives = embeddings[:rows], embeddings[rows:2 * rows], embeddings[2 * rows:]
+        teacher = None
+        if teacher_embeddings is not None and self.distillation:
+            t = teacher_embeddings
+            teacher = (t[:rows], t[rows:2 * rows], t[2 * rows:])
         if self.cross_device_negatives and gathering():
             q, positive, negatives = gather(q), gather(positive), gather(negatives)
             query_ids = gather(query_ids)
             doc_ids = torch.cat([gather(doc_ids[:rows]), gather(doc_ids[rows:])])
+            teacher = None if teacher is None else tuple(gather(part) for part in teacher)
             rows = q.shape[0]
         value = self.loss(
             q, positive, negatives if negatives.shape[0] else None,
             query_ids=query_ids, doc_ids=doc_ids[:rows], negative_ids=doc_ids[rows:],
         )
-        return value if distill is None else value + distill
+        if teacher is None:
+            return value
+        tq, t_positive, t_negatives = teacher
+        scores = tq.float() @ torch.cat([t_positive, t_negatives]).float().T
+        student = q.float() @ torch.cat([positive, negatives]).float().T
+        return value + self.distillation["weight"] * distillation_loss(
+            student, scores, self.distillation["kind"], self.distillation["temperature"])
 
     def forward(
         self, texts: Chunks | None = None, rows: int = 0, query_ids=None, doc_ids=None,
-        teacher_scores: torch.Tensor | None = None, *, chunk: dict | None = None,
+        teacher_embeddings: torch.Tensor | None = None, *, chunk: dict | None = None,
     ) -> torch.Tensor:
         """The batch's loss; or, with `chunk=` (GradCache), one chunk's embeddings."""
         if chunk is not None:
             return self.encoder(**chunk)
-        return self.contrastive_loss(self.embed(texts), rows, query_ids, doc_ids, teacher_scores)
+        return self.contrastive_loss(self.embed(texts), rows, query_ids, doc_ids, teacher_embeddings)
 
 
 def gathering() -> bool:
@@ -137,12 +150,14 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_scores(teacher: TextEncoder, batch: dict[str, Any], device: Any) -> torch.Tensor:
-    """The teacher's query-document cosine similarities for a batch (its own tokenizer)."""
-    q = teacher(**{k: v.to(device) for k, v in teacher.tokenize(batch["query_texts"]).items()})
-    d = teacher(**{k: v.to(device) for k, v in teacher.tokenize(batch["document_texts"]).items()})
-    q, d = nn.functional.normalize(q.float(), dim=-1), nn.functional.normalize(d.float(), dim=-1)
-    return q @ d.T
+def teacher_embeddings(teacher: Any, batch: dict[str, Any], device: Any) -> torch.Tensor:
+    """The teacher's L2-normalised embeddings of a batch's queries, then its documents (its own
+    tokenizer and image processing: the documents of an image-text batch are images); their
+    dot products are the distillation targets."""
+    queries, documents = batch["query_texts"], batch["document_texts"]
+    q = teacher.encode(queries, batch_size=len(queries), device=device)
+    d = teacher.encode(documents, batch_size=len(documents), device=device)
+    return nn.functional.normalize(torch.cat([q, d]).float(), dim=-1).to(device)
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -265,17 +280,37 @@ def find_checkpoint(resume_from: str, output_dir: Path) -> Path:
     return complete[-1]
 
 
+def unlisted_files(path: Path, manifest: dict[str, Any]) -> list[str]:
+    """Files in a checkpoint directory that its manifest does not list (write_manifest lists
+    every file but itself and dot-files): accelerate would load some of them by name."""
+    listed = set(manifest.get("files", {}))
+    found = (p.relative_to(path).as_posix() for p in path.rglob("*")
+             if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_NAME and not p.name.startswith("."))
+    return sorted(rel for rel in found if rel not in listed)
+
+
 def read_checkpoint(path: Path, fingerprint: str, source: str) -> dict[str, Any]:
+    """The manifest of a checkpoint this trainer wrote, after checking, before anything in it is
+    unpickled, that every file has the size and sha256 the manifest lists and that no other
+    file was added (ArtifactError naming the file otherwise)."""
     if not path.is_dir():
         raise ConfigError(f"checkpoint {path} does not exist", "check trainer.resume_from")
+    fix = "resume from an earlier checkpoint (checkpoints/step-*) or start a new run"
     try:
         manifest = verify_artifact(path)
     except ArtifactError as exc:
-        raise ArtifactError(f"checkpoint {path} is incomplete or damaged: {exc.problem}",
-                            "resume from an earlier checkpoint (checkpoints/step-*)") from exc
+        raise ArtifactError(f"checkpoint {path} is incomplete, damaged or altered, or not written "
+                            f"by this trainer: {exc.problem}", fix) from exc
     if manifest.get("kind") != CHECKPOINT_KIND:
         raise ConfigError(f"{path} is not an embedding-trainer checkpoint",
                           "point trainer.resume_from at a checkpoints/step-* directory")
+    extra = unlisted_files(path, manifest)
+    if extra:
+        raise ArtifactError(f"checkpoint {path} holds {path / extra[0]}, which its manifest does not "
+                            f"list ({len(extra)} such file(s)): it was altered after it was written",
+                            f"{fix}; never resume from a checkpoint you did not write")
+    require_keys(manifest, {"scheduler_state": dict, "step": int, "epoch": int,
+                            "batches_in_epoch": int}, path)
     if manifest.get("fingerprint") != fingerprint:
         raise ConfigError(
             f"checkpoint {path} was written for a different model ({manifest.get('source')!r}, "
@@ -375,18 +410,14 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
             f"but data.image_column is {cfg.data.image_column!r}",
             "set data.image_column to the image-path column for a CLIP model (and only for one)",
         )
-    if image_text and cfg.model.teacher_model_name:
-        raise ConfigError("distillation is not supported for image-text models yet",
-                          "drop model.teacher_model_name")
     apply_lora(encoder, cfg.model, accelerator)
     # a CLIP model's learnable temperature starts from its own logit scale
     own_temperature = getattr(encoder, "temperature", None) if image_text else None
     start_temperature = (own_temperature if own_temperature and cfg.loss.learnable_temperature
                          else cfg.loss.temperature)
-    loss = build_loss(cfg.loss.name, temperature=start_temperature,
-                      learnable_temperature=cfg.loss.learnable_temperature,
-                      mask_duplicates=cfg.loss.mask_duplicates, symmetric=cfg.loss.symmetric,
-                      matryoshka_dims=list(cfg.loss.matryoshka_dims))
+    loss_options = {**dataclasses.asdict(cfg.loss), "temperature": start_temperature}
+    loss = build_loss(loss_options.pop("name"), matryoshka_dims=loss_options.pop("matryoshka_dims"),
+                      **loss_options)
     dims = list(cfg.loss.matryoshka_dims)
     if dims and max(dims) >= encoder.embedding_dim:
         raise ConfigError(
@@ -395,6 +426,11 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
             "drop the sizes that are not smaller than the embedding",
         )
     teacher = build_teacher_model(cfg.model)
+    if teacher is not None and isinstance(teacher, ImageTextBase) != image_text:
+        raise ConfigError(
+            f"the teacher {cfg.model.teacher_model_name} is {'an image-text' if not image_text else 'a text'} "
+            f"model, the student {'an image-text' if image_text else 'a text'} one",
+            "distil from a teacher that embeds the same kind of documents (texts or images)")
     distillation = None
     if teacher is not None:
         distillation = {"kind": cfg.loss.distillation_loss, "weight": cfg.loss.distillation_weight,
@@ -416,7 +452,8 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
         generator=torch.Generator().manual_seed(seed),
     )
     module, optimizer, loader = accelerator.prepare(module, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)
+    # the scheduler's state goes into the checkpoint's manifest (JSON), not through accelerate's
+    # custom-object checkpointing, which unpickles with weights_only=False
     if not cfg.grad_cache:  # its chunk passes change the graph between calls
         enable_static_graph(module, cfg.model, accelerator)
     module = compile_model(module, cfg.model, accelerator)
@@ -440,7 +477,9 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
                 "resume with the same data, batch_size, gradient_accumulation_steps, processes "
                 "and seed, or start a new run",
             )
-        accelerator.load_state(str(checkpoint))
+        # every file was checked against the manifest above; torch.load is still weights_only
+        accelerator.load_state(str(checkpoint), load_kwargs={"weights_only": True})
+        scheduler.load_state_dict(state["scheduler_state"])
         step, epoch, consumed = state["step"], state["epoch"], state["batches_in_epoch"]
         history, evaluations = state["history"], state["evaluations"]
         running[:] = state.get("running_losses", [])
@@ -472,6 +511,7 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
                 "kind": CHECKPOINT_KIND, "source": cfg.model.model_name, "fingerprint": fingerprint,
                 "data_layout": data_layout,
                 "step": step, "epoch": epoch, "batches_in_epoch": consumed,
+                "scheduler_state": scheduler.state_dict(),
                 "history": history, "evaluations": evaluations, "running_losses": running,
             })
         return path
@@ -490,7 +530,7 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
         batches = accelerator.skip_first_batches(loader, consumed) if consumed else loader
         for batch in batches:
             if teacher is not None:
-                batch["teacher_scores"] = teacher_scores(teacher, batch, accelerator.device)
+                batch["teacher_embeddings"] = teacher_embeddings(teacher, batch, accelerator.device)
             for key in ("query_texts", "document_texts"):  # the teacher's; the student has ids
                 batch.pop(key, None)
             with accelerator.accumulate(module):
@@ -514,8 +554,9 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
             if step % cfg.log_every == 0 or step == total_steps:
                 history.append({"step": step, "loss": sum(running) / len(running),
                                 "lr": scheduler.get_last_lr()[0],
-                                "temperature": unwrapped.loss.temperature})
-                accelerator.log({f"train/{k}": v for k, v in history[-1].items() if k != "step"},
+                                "temperature": loss_temperature(unwrapped.loss)})
+                accelerator.log({f"train/{k}": v for k, v in history[-1].items()
+                                 if k != "step" and v is not None},
                                 step=step)
                 running.clear()
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
@@ -542,7 +583,7 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
         "samples_per_second": samples / elapsed if elapsed > 0 and samples else None,
         "peak_rss_mb": _peak_rss_mb(),
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-        "temperature": unwrapped.loss.temperature,
+        "temperature": loss_temperature(unwrapped.loss),
         "mixed_precision": accelerator.mixed_precision,
         "processes": accelerator.num_processes,
         "main_process": accelerator.is_main_process,
@@ -560,7 +601,7 @@ def train(config: Any, *, seed: int = 0, device: str = "auto") -> dict[str, Any]
                 unwrapped.encoder, output_dir / "model",
                 {"trained_steps": step, "matryoshka_dims": list(cfg.loss.matryoshka_dims),
                  "final_metrics": evaluations[-1] if evaluations else None},
-                temperature=unwrapped.loss.temperature, adapter=cfg.export_adapter,
+                temperature=loss_temperature(unwrapped.loss), adapter=cfg.export_adapter,
             )
             summary["model_dir"] = str(exported)
         atomic_write_json(output_dir / "metrics.json", summary)
