@@ -97,3 +97,31 @@ def test_a_schema_must_be_a_dataclass():
 
     with pytest.raises(ConfigError, match="not a dataclass"):
         Registrar("someone").add_config_schema("thing", "x", dict)
+
+
+@dataclass
+class WithFreeFormOptions:
+    name: str = "x"
+    options: dict[str, float] = dataclasses.field(default_factory=dict)
+    inner: Inner = dataclasses.field(default_factory=Inner)
+
+
+def test_dict_fields_accept_new_keys_while_typed_fields_stay_closed():
+    from mlplatform.schemas import open_free_form_dicts
+
+    root = OmegaConf.create({"group": open_free_form_dicts(WithFreeFormOptions)})
+    OmegaConf.set_struct(root, True)  # as Hydra composes it
+    merged = OmegaConf.merge(root, {"group": {"options": {"margin": 0.5}}})
+    assert to_schema(merged.group, "group").options == {"margin": 0.5}
+    with pytest.raises(Exception, match="margin"):  # the dict's value type is still checked
+        OmegaConf.merge(root, {"group": {"options": {"margin": "wide"}}})
+    with pytest.raises(Exception, match="sise"):
+        OmegaConf.merge(root, {"group": {"inner": {"sise": 2}}})
+
+
+def test_a_plugin_dict_option_is_set_from_the_command_line():
+    pytest.importorskip("mlplatform_embeddings")
+    cfg = compose_config(["job=train", "trainer=embedding", "trainer.loss.options={margin: 0.5}"])
+    assert cfg.trainer.loss.options == {"margin": 0.5}
+    with pytest.raises(Exception, match="optons"):
+        compose_config(["job=train", "trainer=embedding", "trainer.loss.optons={margin: 0.5}"])

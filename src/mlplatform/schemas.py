@@ -97,7 +97,31 @@ def check_schema(node: Any, where: str) -> None:
 def store_schema(entry: SchemaEntry) -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group=entry.path, name=entry.name, node=entry.node)
+    ConfigStore.instance().store(group=entry.path, name=entry.name, node=open_free_form_dicts(entry.node))
+
+
+def open_free_form_dicts(schema: type) -> Any:
+    """The schema as an OmegaConf node whose plain `dict[str, ...]` fields accept new keys.
+
+    Hydra's struct mode would otherwise refuse `group.options={key: value}` for a dict field
+    (only `+group.options.key=value` got through); dataclass fields stay closed, so a misspelled
+    option of a typed group is still refused."""
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.structured(schema)
+
+    def visit(config: Any) -> None:
+        for key in config.keys():
+            child = config._get_node(key)
+            if not isinstance(child, DictConfig) or child._is_missing() or child._is_none():
+                continue
+            if dataclasses.is_dataclass(OmegaConf.get_type(child)):
+                visit(child)
+            else:
+                OmegaConf.set_struct(child, False)
+
+    visit(node)
+    return node
 
 
 def typed_primary_node(schema: type = CoreConfig) -> dict[str, Any]:
