@@ -14,8 +14,9 @@ from mlplatform.api import sha256_file
 FEAT, GROW, BLOCKS = 8, 32, 1  # spandrel expects the official growth of 32
 
 
-def rrdbnet_state_dict(scale: int = 4, seed: int = 0) -> dict:
-    """Random weights in Real-ESRGAN's (basicsr RRDBNet) key layout, as RealESRGAN_x4plus.pth has."""
+def rrdbnet_state_dict(scale: int = 4, seed: int = 0, feat: int = FEAT, blocks: int = BLOCKS) -> dict:
+    """Random weights in Real-ESRGAN's (basicsr RRDBNet) key layout, as RealESRGAN_x4plus.pth has
+    (feat=64, blocks=23 is RealESRGAN_x4plus's own size, 67 MB)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -26,15 +27,15 @@ def rrdbnet_state_dict(scale: int = 4, seed: int = 0) -> dict:
         sd[f"{prefix}.bias"] = torch.randn(out_ch, generator=gen) * 0.01
 
     sd: dict = {}
-    conv(FEAT, 3, "conv_first", sd)
-    for b in range(BLOCKS):
+    conv(feat, 3, "conv_first", sd)
+    for b in range(blocks):
         for r in (1, 2, 3):
             for c in range(1, 6):
-                out_ch = GROW if c < 5 else FEAT
-                conv(out_ch, FEAT + (c - 1) * GROW, f"body.{b}.rdb{r}.conv{c}", sd)
+                out_ch = GROW if c < 5 else feat
+                conv(out_ch, feat + (c - 1) * GROW, f"body.{b}.rdb{r}.conv{c}", sd)
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        conv(FEAT, FEAT, name, sd)
-    conv(3, FEAT, "conv_last", sd)
+        conv(feat, feat, name, sd)
+    conv(3, feat, "conv_last", sd)
     sd["conv_last.bias"] += 0.5  # outputs around mid-grey, so value checks mean something
     return sd
 
@@ -313,9 +314,12 @@ def make_tiny_codeformer(path: Path) -> None:
     torch.save({"params_ema": model.state_dict()}, path)
 
 
-def make_face_detector_weights(directory: Path) -> None:
+def make_face_detector_weights(directory: Path, find_faces: bool = False) -> None:
     """Random weights for facexlib's RetinaFace-MobileNet-0.25 detector and its ParseNet, under
-    the file names FaceRestoreHelper reads from model_rootpath (they detect nothing real)."""
+    the file names FaceRestoreHelper reads from model_rootpath. Random weights detect nothing;
+    `find_faces` sets the output heads so that every 256 px anchor of the coarsest level is a
+    face (confidence ~1) whose box is the anchor and whose 5 landmarks are the 512 px template
+    scaled to it (the rest of the network still runs, its outputs zeroed by the heads)."""
     import torch
     from facexlib.detection.retinaface import RetinaFace
     from facexlib.parsing.parsenet import ParseNet
@@ -323,6 +327,19 @@ def make_face_detector_weights(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     detector = RetinaFace(network_name="mobile0.25", half=False, device="cpu")
-    torch.save(detector.state_dict(), directory / "detection_mobilenet0.25_Final.pth")
+    state = detector.state_dict()
+    if find_faces:
+        for head in ("ClassHead", "BboxHead", "LandmarkHead"):
+            for level in range(3):
+                state[f"{head}.{level}.conv1x1.weight"].zero_()
+                state[f"{head}.{level}.conv1x1.bias"].zero_()
+        # per anchor (256 px, 512 px): (background, face) logits; only the 256 px anchor is a face
+        state["ClassHead.0.conv1x1.bias"][:] = torch.tensor([10.0, -10.0] * 2)
+        state["ClassHead.1.conv1x1.bias"][:] = torch.tensor([10.0, -10.0] * 2)
+        state["ClassHead.2.conv1x1.bias"][:] = torch.tensor([-10.0, 10.0, 10.0, -10.0])
+        # a landmark is anchor centre + offset * 0.1 (variance) * anchor size
+        offsets = [(v - 256.0) / 512.0 / 0.1 for point in FACE_TEMPLATE_512 for v in point]
+        state["LandmarkHead.2.conv1x1.bias"][:10] = torch.tensor(offsets)
+    torch.save(state, directory / "detection_mobilenet0.25_Final.pth")
     parser = ParseNet(in_size=512, out_size=512, parsing_ch=19)
     torch.save(parser.state_dict(), directory / "parsing_parsenet.pth")

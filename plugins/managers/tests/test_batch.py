@@ -1,5 +1,6 @@
-"""Batch files read strictly, and the work split across processes by accelerate's real
-PartialState (two CPU processes under torchrun, gloo): every item done once, none lost."""
+"""Batch files read strictly; the work split across processes by accelerate's real PartialState
+(two CPU processes under torchrun, gloo): every item done once, none lost, the per-process records
+merged by process 0; and the batch modes of interrogate, caption and safety_check."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from mlplatform_managers.batch import process_share, read_batch_file
+from PIL import Image
 
 from mlplatform.api import ConfigError
 
 PROBE = """
 import json, os, sys
-from mlplatform_managers.batch import process_share, wait_for_everyone
+from pathlib import Path
+from mlplatform_managers.batch import merge_records, process_share
 share, rank, world = process_share([f"item{i}" for i in range(int(sys.argv[2]))])
 with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
     json.dump({"share": share, "world": world}, f)
-wait_for_everyone()
+records = [{"item": index, "done_by": rank} for index, _item in reversed(share)]
+merged = merge_records(Path(sys.argv[1]), "records.json", records, rank, world)
+assert (merged is not None) == (rank == 0)
 """
 
 
@@ -42,6 +48,11 @@ def test_two_processes_split_the_items_without_overlap_or_loss(tmp_path):
     done = [index for s in shares for index, _item in s["share"]]
     assert sorted(done) == list(range(7)) and all(s["share"] for s in shares)
     assert all(item == f"item{index}" for s in shares for index, item in s["share"])
+    # process 0 merged both processes' records into one file, in item order, after both wrote
+    merged = json.loads((tmp_path / "records.json").read_text())
+    assert [r["item"] for r in merged] == list(range(7))
+    assert {r["done_by"] for r in merged} == {0, 1}
+    assert not list(tmp_path.glob("records.rank*.json"))
 
 
 def test_a_single_process_does_everything():
@@ -62,3 +73,102 @@ def test_batch_files_are_read_strictly(tmp_path):
             read_batch_file(lines, ("prompt",))
     with pytest.raises(ConfigError, match="does not exist"):
         read_batch_file(tmp_path / "nope.txt", ("prompt",))
+
+
+@pytest.fixture(scope="module")
+def batch_run(tiny_models, tmp_path_factory):
+    """run(task, options, model) in a fresh output dir: the task's result and the dir."""
+    from mlplatform_managers import ModelManager
+    from mlplatform_managers.tasks import TaskContext
+
+    manager = ModelManager(tiny_models[0], catalog_dirs=[tiny_models[1]])
+
+    def run(task, options, model):
+        out = tmp_path_factory.mktemp("batch")
+        ctx = TaskContext(manager=manager, model=model, device="cpu", dtype="float32", seed=0,
+                          output_dir=out)
+        return task.run(ctx, options), out
+
+    yield run
+    manager.unload_all()
+
+
+@pytest.fixture
+def image_list(tmp_path):
+    rng = np.random.default_rng(4)
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"img{index}.png")
+        Image.fromarray(rng.integers(0, 256, (20 + index, 24, 3), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "images.txt").write_text("\n".join(str(p) for p in paths) + "\n")
+    return tmp_path / "images.txt", paths
+
+
+def test_interrogate_batch(batch_run, image_list):
+    from mlplatform_managers.schemas import InterrogateTaskConfig
+    from mlplatform_managers.tasks.interrogate import InterrogateTask
+    from safetensors.torch import load_file
+
+    batch, paths = image_list
+    texts = ["a cat", "a dog"]
+    result, out = batch_run(InterrogateTask(), InterrogateTaskConfig(
+        batch_file=str(batch), texts=texts, top_count=1), "tiny_clip")
+    records = json.loads((out / "interrogations.json").read_text())
+    assert [(r["item"], r["input"]) for r in records] == [(i, str(p)) for i, p in enumerate(paths)]
+    assert all(len(r["rank"]) == 1 and set(r["similarity"]) == set(texts) for r in records)
+    embeddings = load_file(str(out / "embeddings.safetensors"))
+    assert embeddings["images"].shape == (3, 16) and embeddings["texts"].shape == (2, 16)
+    # row i is image i: its similarities are the record's
+    for record, row in zip(records, embeddings["images"], strict=True):
+        cosine = (embeddings["texts"] @ row).tolist()
+        assert cosine == pytest.approx([record["similarity"][t] for t in texts], abs=1e-5)
+    assert not list(out.glob("*.rank*"))
+    assert result["items"] == 3 and result["processes"] == 1
+
+
+def test_caption_and_safety_check_batches(batch_run, image_list):
+    from mlplatform_managers.images import png_parameters
+    from mlplatform_managers.schemas import CaptionTaskConfig, SafetyCheckTaskConfig
+    from mlplatform_managers.tasks.caption import CaptionTask
+    from mlplatform_managers.tasks.safety import SafetyCheckTask
+
+    batch, paths = image_list
+    _result, out = batch_run(CaptionTask(), CaptionTaskConfig(batch_file=str(batch),
+                                                              max_new_tokens=3), "tiny_blip")
+    captions = json.loads((out / "captions.json").read_text())
+    assert [(r["item"], r["input"]) for r in captions] == [(i, str(p)) for i, p in enumerate(paths)]
+    assert all(isinstance(r["caption"], str) and len(r["caption"].split()) <= 3 for r in captions)
+    _result, out = batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(batch_file=str(batch)),
+                             "tiny_safety_strict")
+    reports = json.loads((out / "safety.json").read_text())
+    assert [r["item"] for r in reports] == [0, 1, 2] and all(r["censored"] for r in reports)
+    for report, path in zip(reports, paths, strict=True):
+        assert report["output"] == str(out / f"{path.stem}_checked.png")
+        assert png_parameters(report["output"])["censored"] is True
+    _result, out = batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(batch_file=str(batch)),
+                             "tiny_safety_lenient")
+    reports = json.loads((out / "safety.json").read_text())
+    assert not any(r["censored"] for r in reports)
+    for report, path in zip(reports, paths, strict=True):  # clean images kept as they were
+        with Image.open(report["output"]) as kept, Image.open(path) as source:
+            assert np.array_equal(np.asarray(kept.convert("RGB")), np.asarray(source.convert("RGB")))
+        assert png_parameters(report["output"])["censored"] is False
+
+
+def test_batch_modes_refuse_bad_input(batch_run, image_list, tmp_path):
+    from mlplatform_managers.schemas import CaptionTaskConfig, SafetyCheckTaskConfig
+    from mlplatform_managers.tasks.caption import CaptionTask
+    from mlplatform_managers.tasks.safety import SafetyCheckTask
+
+    batch, paths = image_list
+    with pytest.raises(ConfigError, match="replaces task.input"):
+        batch_run(CaptionTask(), CaptionTaskConfig(input=str(paths[0]), batch_file=str(batch)),
+                  "tiny_blip")
+    with pytest.raises(ConfigError, match="needs an image"):
+        batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(), "tiny_safety_strict")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "img0.png").write_bytes(paths[0].read_bytes())
+    (tmp_path / "dupes.txt").write_text(f"{paths[0]}\n{tmp_path / 'other' / 'img0.png'}\n")
+    with pytest.raises(ConfigError, match="same name 'img0'"):
+        batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(batch_file=str(tmp_path / "dupes.txt")),
+                  "tiny_safety_strict")

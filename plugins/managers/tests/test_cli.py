@@ -75,20 +75,18 @@ def test_caption_end_to_end(tmp_path, cli_env, image_file):
     assert set(words) <= set(BLIP_WORDS[6:])  # decoded from the vocabulary, specials skipped
 
 
-@pytest.mark.parametrize("model, flagged", [("tiny_safety_strict", True),
-                                            ("tiny_safety_lenient", False)])
-def test_safety_check_end_to_end(tmp_path, cli_env, image_file, model, flagged):
-    result = cli(tmp_path, cli_env, "task=safety_check", f"model.name={model}",
+def test_safety_check_end_to_end(tmp_path, cli_env, image_file):
+    """The strict checker flags the image: a black image of its size, marked censored. (The
+    lenient checker's image kept as it was: test_batch.py, through the same task code.)"""
+    result = cli(tmp_path, cli_env, "task=safety_check", "model.name=tiny_safety_strict",
                  f"task.input={image_file}")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "run" / "safety.json").read_text())
-    assert report["censored"] is flagged
+    assert report["censored"] is True
     out = tmp_path / "run" / "input_checked.png"
-    assert png_parameters(out)["censored"] is flagged
+    assert png_parameters(out)["censored"] is True and "FLAGGED" in result.stdout
     with Image.open(out) as image, Image.open(image_file) as source:
-        assert image.size == source.size
-        same = np.array_equal(np.asarray(image.convert("RGB")), np.asarray(source.convert("RGB")))
-        assert bool(np.asarray(image).max() == 0) is flagged and same is not flagged
+        assert image.size == source.size and np.asarray(image).max() == 0
 
 
 def test_list_shows_local_availability(tmp_path, cli_env):

@@ -1,5 +1,5 @@
 """The compiled manager: artifacts built by the compile plugin's public API (`build`, eager
-backend on the tiny pipeline's own VAE decoder and text encoder: compiling for real is too slow for
+backend on the tiny pipeline's own VAE decoder, text encoder and UNet: compiling for real is too slow for
 CI here), listed in a catalog, loaded through `mlplatform_compile.load_module`, and swapped into
 the Stable Diffusion pipeline; images match the eager pipeline's, and the eager parts come back."""
 
@@ -21,7 +21,10 @@ from mlplatform.api import ConfigError
 compile_api = pytest.importorskip("mlplatform_compile")
 pytestmark = pytest.mark.slow
 BUILDS = {"tiny_sd_vae": ("vae_decode", "vae", {"batch_size": [1, 2], "resolution": [32, 32]}),
-          "tiny_sd_text": ("clip_text", "text_encoder", {"batch_size": [1, 2]})}
+          "tiny_sd_text": ("clip_text", "text_encoder", {"batch_size": [1, 2]}),
+          # batch 4: 2 images x classifier-free guidance; the tiny VAE has 2 px per latent
+          "tiny_sd_unet": ("unet", "unet", {"batch_size": [1, 4], "resolution": [32, 32],
+                                            "sequence_length": 77, "vae_scale_factor": 2})}
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +47,16 @@ def compiled_manager(tiny_models, tiny_sd, tmp_path_factory):
 
 
 class Counted:
-    """The loaded CompiledModule, recording the latent shapes it is called with."""
+    """The loaded CompiledModule, recording the shape of input `key` in every call."""
 
-    def __init__(self, module):
-        self.module, self.calls = module, []
+    def __init__(self, module, key):
+        self.module, self.key, self.calls = module, key, []
 
     def __getattr__(self, name):
         return getattr(self.module, name)
 
     def __call__(self, **inputs):
-        self.calls.append(tuple(inputs["latent"].shape))
+        self.calls.append(tuple(inputs[self.key].shape))
         return self.module(**inputs)
 
 
@@ -66,18 +69,24 @@ def generate(manager, out, **options):
 
 
 def test_swapped_pipeline_matches_eager(compiled_manager, tmp_path):
-    component = compiled_manager.load("tiny_sd_vae", device="cpu")
-    component.module = counted = Counted(component.module)
-    calls = counted.calls
+    counted = {}
+    for name, key in (("tiny_sd_vae", "latent"), ("tiny_sd_unet", "sample")):
+        component = compiled_manager.load(name, device="cpu")
+        component.module = counted[name] = Counted(component.module, key)
     eager, _ = generate(compiled_manager, tmp_path / "eager", output_prefix="eager_")
+    names = ["tiny_sd_vae", "tiny_sd_text", "tiny_sd_unet"]
     fast, result = generate(compiled_manager, tmp_path / "fast", output_prefix="fast_",
-                            compiled=["tiny_sd_vae", "tiny_sd_text"])
-    assert calls and calls[0][0] == 2  # the compiled decoder decoded both images
-    assert result["images"][0]["compiled"] == ["tiny_sd_vae", "tiny_sd_text"]
+                            compiled=names)
+    assert counted["tiny_sd_vae"].calls[0][0] == 2  # the compiled decoder decoded both images
+    # the compiled UNet ran every denoising call (PNDM: 2 steps are 3 calls) on both images and
+    # their unconditional twins
+    assert counted["tiny_sd_unet"].calls == [(4, 4, 16, 16)] * 3
+    assert result["images"][0]["compiled"] == names
     for a, b in zip(eager, fast, strict=True):
         assert np.abs(a - b).max() <= 1 and a.std() > 1
     sd = compiled_manager.load("tiny_sd", device="cpu")
     assert "decode" not in vars(sd.pipeline.vae) and "forward" not in vars(sd.pipeline.text_encoder)
+    assert "forward" not in vars(sd.pipeline.unet)
 
 
 def test_compiled_models_are_checked(compiled_manager, tmp_path):
@@ -85,3 +94,20 @@ def test_compiled_models_are_checked(compiled_manager, tmp_path):
         generate(compiled_manager, tmp_path, compiled=["tiny_clip"])
     with pytest.raises(ConfigError, match="replace the same component"):
         generate(compiled_manager, tmp_path, compiled=["tiny_sd_vae", "tiny_sd_vae"])
+
+
+def test_compiled_unet_refuses_conditioning_it_was_not_built_for(compiled_manager):
+    import torch
+    from mlplatform_managers.types.compiled import swapped
+
+    sd = compiled_manager.load("tiny_sd", device="cpu")
+    unet = compiled_manager.load("tiny_sd_unet", device="cpu")
+    sample, text = torch.randn(1, 4, 16, 16), torch.randn(1, 77, 32)
+    with swapped(sd, "tiny_sd", [unet]):
+        out = sd.pipeline.unet(sample, torch.tensor(10), encoder_hidden_states=text,
+                               return_dict=False)[0]
+        with pytest.raises(ConfigError, match="the pipeline passed timestep_cond"):
+            sd.pipeline.unet(sample, 10, encoder_hidden_states=text, timestep_cond=sample)
+    with torch.inference_mode():
+        eager = sd.pipeline.unet(sample, torch.tensor(10), encoder_hidden_states=text).sample
+    assert out.shape == eager.shape and torch.allclose(out, eager, atol=1e-5)

@@ -1,6 +1,7 @@
 """Stable Diffusion (txt2img / img2img / inpaint) on a tiny random-weight pipeline saved with
-diffusers' save_pretrained and loaded back through the stable_diffusion manager: the CLI end to end
-with a batch file and the safety checker, and the Python API for seeds, schedulers and masks."""
+diffusers' save_pretrained and loaded back through the stable_diffusion manager: every mode through
+the CLI end to end (a batch file and the safety checker with txt2img; a mask with inpaint), and the
+Python API for seeds, schedulers and flagged images."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pytest
 from managers_helpers import hydra_dir
 from mlplatform_managers import ModelManager
 from mlplatform_managers.images import png_parameters
-from mlplatform_managers.schemas import Img2ImgTaskConfig, InpaintTaskConfig, Txt2ImgTaskConfig
+from mlplatform_managers.schemas import Img2ImgTaskConfig, Txt2ImgTaskConfig
 from mlplatform_managers.tasks import TaskContext
-from mlplatform_managers.tasks.diffusion import Img2ImgTask, InpaintTask, Txt2ImgTask
+from mlplatform_managers.tasks.diffusion import Img2ImgTask, Txt2ImgTask
 from PIL import Image
 
 from mlplatform.api import ConfigError
@@ -93,20 +94,41 @@ def test_seeds_reproduce_single_images_and_schedulers_differ(sd_manager, tmp_pat
         Txt2ImgTask().run(ctx, Txt2ImgTaskConfig(prompt="a cat", scheduler="euler_b", **FAST))
 
 
-def test_inpaint_repaints_only_the_mask(sd_manager, tmp_path):
+def test_img2img_through_the_cli(tmp_path, sd_env, image_file):
+    result = cli(tmp_path, sd_env, "task=img2img", "model.name=tiny_sd", "task.prompt=a painting",
+                 f"task.input={image_file}", "task.steps=2", "task.strength=0.5", "task.seed=5")
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "run" / "generations.json").read_text())
+    assert len(records) == 1 and records[0]["seed"] == 5
+    out = tmp_path / "run" / "img2img_00000_0.png"
+    assert records[0]["output"] == str(out) and f"-> {out}" in result.stdout
+    params = png_parameters(out)
+    assert params["task"] == "img2img" and params["strength"] == 0.5 and params["steps"] == 2
+    assert params["width"] == 24 and params["height"] == 16  # 24x20 input, rounded to 8s
+    assert params["input_sha256"] and params["censored"] is None
+    array = pixels(out)
+    assert array.shape == (16, 24, 3) and 0 <= array.min() and array.max() <= 255
+    assert array.std() > 1  # an image, not a blank
+
+
+def test_inpaint_through_the_cli_repaints_only_the_mask(tmp_path, sd_env):
     rng = np.random.default_rng(1)
     source = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     Image.fromarray(source).save(tmp_path / "in.png")
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    result = InpaintTask().run(context(sd_manager, tmp_path), InpaintTaskConfig(
-        prompt="a hat", input=str(tmp_path / "in.png"), mask=str(tmp_path / "mask.png"), steps=2))
-    out = pixels(result["images"][0]["output"])
+    result = cli(tmp_path, sd_env, "task=inpaint", "model.name=tiny_sd", "task.prompt=a hat",
+                 "task.input=in.png", "task.mask=mask.png", "task.steps=2")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "run" / "inpaint_00000_0.png"
+    array = pixels(out)
+    assert array.shape == (32, 32, 3) and 0 <= array.min() and array.max() <= 255
     keep = mask == 0
-    assert np.array_equal(out[keep], source[keep].astype(np.int16))
-    assert np.abs(out[~keep] - source[~keep]).mean() > 5
-    assert png_parameters(result["images"][0]["output"])["mask_sha256"]
+    assert np.array_equal(array[keep], source[keep].astype(np.int16))
+    assert np.abs(array[~keep] - source[~keep]).mean() > 5
+    params = png_parameters(out)
+    assert params["task"] == "inpaint" and params["mask_sha256"] and params["strength"] == 1.0
 
 
 def test_bad_diffusion_input_is_refused(sd_manager, tmp_path):

@@ -1,9 +1,11 @@
 """task=face_restore: a random-weight GFPGAN of the real architecture in the official checkpoint
-layout, loaded through the catalog; aligned mode through the CLI; paste-back at given landmarks;
-CodeFormer refused until its licence is accepted (and run, when spandrel_extra_arches is there).
+layout, loaded through the catalog; full mode (detection, alignment, paste-back) through the CLI;
+paste-back at given landmarks;
+CodeFormer refused until its licence is accepted (and run in aligned mode through the CLI, when
+spandrel_extra_arches is there).
 
-Not covered here: detection with real RetinaFace weights (random weights find no faces), and
-restoration quality (random networks)."""
+Not covered here: detection with real RetinaFace weights (the test's detector reports a face at
+every coarse anchor by construction), and restoration quality (random networks)."""
 
 from __future__ import annotations
 
@@ -84,20 +86,36 @@ def face_like(size: int, seed: int = 0) -> np.ndarray:
     return np.clip(base * 255 + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
 
 
-def test_aligned_face_end_to_end(tmp_path, face_env):
-    Image.fromarray(face_like(300)).save(tmp_path / "face.png")  # resized to 512 px first
-    result = cli(tmp_path, face_env, "model.name=tiny_gfpgan", "task.mode=aligned",
-                 "task.input=face.png")
+@pytest.mark.skipif(not HAS_FACEXLIB, reason="facexlib (extra faces)")
+def test_full_mode_end_to_end(tmp_path, face_env):
+    """Detection (a RetinaFace whose heads report a face at every coarse anchor), the face
+    nearest the centre aligned, restored by the tiny GFPGAN, pasted back into the image upscaled
+    2x; everything away from that face is the Lanczos-upscaled input."""
+    import cv2
+
+    make_face_detector_weights(tmp_path / "detector", find_faces=True)
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    result = cli(tmp_path, face_env, "model.name=tiny_gfpgan", "task.input=photo.png",
+                 "task.detector_dir=detector", "task.only_center_face=true", "task.upscale=2")
     assert result.returncode == 0, result.stderr
-    out = tmp_path / "run" / "face_restored.png"
-    assert f"-> {out}" in result.stdout
+    out = tmp_path / "run" / "photo_restored.png"
+    assert "restored 1 face(s) in photo.png (full)" in result.stdout
     with Image.open(out) as image:
-        assert image.mode == "RGB" and image.size == (512, 512)
-        array = np.asarray(image).astype(float)
-    assert array.min() >= 0 and array.max() <= 255 and array.std() > 1  # not a constant image
+        assert image.mode == "RGB" and image.size == (256, 192)
+        array = np.asarray(image).astype(int)
+    assert array.min() >= 0 and array.max() <= 255
+    background = cv2.resize(photo, (256, 192), interpolation=cv2.INTER_LANCZOS4).astype(int)
+    # the centre face's box is about x 41..79, y 26..65 in the input (detector scale 96/640)
+    away = np.ones((192, 256), bool)
+    away[2 * 16:2 * 76, 2 * 30:2 * 92] = False
+    assert np.abs(array[away] - background[away]).max() <= 1
+    face = (slice(2 * 38, 2 * 54), slice(2 * 52, 2 * 68))
+    assert np.abs(array[face] - background[face]).mean() > 5  # restored, not the input
     params = png_parameters(out)
-    assert params["model"] == "tiny_gfpgan" and params["mode"] == "aligned"
-    assert params["faces"] == 1 and params["model_type"] == "gfpgan"
+    assert params["mode"] == "full" and params["faces"] == 1 and params["upscale"] == 2
+    assert params["detector"] == "detector" and params["model"] == "tiny_gfpgan"
 
 
 @pytest.mark.skipif(not HAS_FACEXLIB, reason="facexlib (extra faces)")
@@ -145,9 +163,24 @@ def test_codeformer_refused_without_licence(tmp_path, face_env):
     assert not (tmp_path / "run" / "face_restored.png").exists()
 
 
+def test_codeformer_download_alone_is_licence_gated(tmp_path):
+    """download() is refused before anything is fetched, as load() is; accepting the licence
+    lets it past that gate (to the next one: the shipped entry has no published sha256)."""
+    from mlplatform_managers import LicenceError, ModelManager, UnsafeModelError
+
+    models = tmp_path / "models"
+    with pytest.raises(LicenceError, match=r"pass manager\.accept_licences=\[CodeFormer\]"):
+        ModelManager(models, offline=True).download("CodeFormer")
+    assert not models.exists()
+    accepted = ModelManager(models, offline=True, accept_licences=["CodeFormer"])
+    with pytest.raises(UnsafeModelError, match=r"manager\.allow_unhashed=\[CodeFormer\]"):
+        accepted.download("CodeFormer")
+
+
 @pytest.mark.skipif(not HAS_EXTRA_ARCHES, reason="spandrel_extra_arches (extra codeformer)")
 def test_codeformer_aligned_with_licence_accepted(tmp_path, face_env):
-    Image.fromarray(face_like(512, seed=2)).save(tmp_path / "face.png")
+    """Aligned mode through the CLI (GFPGAN goes through the CLI in full mode above)."""
+    Image.fromarray(face_like(300, seed=2)).save(tmp_path / "face.png")  # resized to 512 px
     result = cli(tmp_path, face_env, "model.name=tiny_codeformer", "task.mode=aligned",
                  "task.input=face.png", "task.fidelity=0.7", "task.output=cf.png",
                  "manager.accept_licences=[tiny_codeformer]")
@@ -158,6 +191,7 @@ def test_codeformer_aligned_with_licence_accepted(tmp_path, face_env):
     assert array.min() >= 0 and array.max() <= 255 and array.std() > 1
     params = png_parameters(tmp_path / "run" / "cf.png")
     assert params["model_type"] == "codeformer" and params["fidelity"] == 0.7
+    assert params["mode"] == "aligned" and params["faces"] == 1
     summary = json.loads((tmp_path / "run" / "infer_result.json").read_text())
     assert summary["result"]["faces"] == 1
 

@@ -9,15 +9,15 @@ import json
 
 import numpy as np
 import pytest
-from managers_helpers import file_entries, make_tiny_open_clip, write_catalog
+from managers_helpers import file_entries, hydra_dir, make_tiny_open_clip, write_catalog
 from mlplatform_managers import ModelManager, interrogate
-from mlplatform_managers.schemas import CaptionTaskConfig, InterrogateTaskConfig
+from mlplatform_managers.schemas import CaptionTaskConfig
 from mlplatform_managers.tasks import TaskContext
 from mlplatform_managers.tasks.caption import CaptionTask
-from mlplatform_managers.tasks.interrogate import InterrogateTask
 from PIL import Image
 
 from mlplatform.api import ConfigError
+from mlplatform.testing import run_cli
 
 pytest.importorskip("open_clip")
 
@@ -60,18 +60,27 @@ def test_open_clip_loads_its_checkpoint_and_interrogates(open_clip_manager, imag
     assert all(model.image_cache[k] is v for k, v in cached[0].items())  # reused, not recomputed
 
 
-def test_interrogate_task_takes_open_clip(open_clip_manager, image_file, tmp_path):
-    manager, _root = open_clip_manager
-    ctx = TaskContext(manager=manager, model="tiny_open_clip", device="cpu", dtype="float32",
-                      seed=0, output_dir=tmp_path)
-    result = InterrogateTask().run(ctx, InterrogateTaskConfig(input=str(image_file),
-                                                              texts=["a cat", "a dog"]))
-    report = json.loads((tmp_path / "interrogation.json").read_text())
-    assert report["model"] == "tiny_open_clip" and len(report["rank"]) == 2
+def test_interrogate_open_clip_through_the_cli(open_clip_manager, image_file, tmp_path):
     from safetensors.torch import load_file
 
-    embeddings = load_file(result["embeddings"])
-    assert embeddings["image"].shape == (1, 16) and embeddings["texts"].shape == (2, 16)
+    _manager, root = open_clip_manager
+    env = {"MLPLATFORM_LOAD_PLUGINS": "managers", "HF_HUB_OFFLINE": "1",
+           "MLPLATFORM_CATALOG_PATH": str(root / "catalog"),
+           "MLPLATFORM_MODELS_DIR": str(root / "models"), "HF_HOME": str(tmp_path / "hf_home")}
+    result = run_cli("job=infer", "task=interrogate", "model.name=tiny_open_clip",
+                     f"task.input={image_file}", "task.texts=[a cat,a dog,a red car]",
+                     "task.top_count=2", hydra_dir(tmp_path), cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "interrogation.json").read_text())
+    assert report["model"] == "tiny_open_clip" and report["texts"] == ["a cat", "a dog", "a red car"]
+    assert all(-1.0 <= v <= 1.0 for v in report["similarity"].values())
+    confidences = [r["confidence"] for r in report["rank"]]
+    assert len(confidences) == 2 and confidences == sorted(confidences, reverse=True)
+    assert all(0 <= c <= 100 for c in confidences)
+    assert report["rank"][0]["text"] == max(report["similarity"], key=report["similarity"].get)
+    embeddings = load_file(str(tmp_path / "run" / "embeddings.safetensors"))
+    assert embeddings["image"].shape == (1, 16) and embeddings["texts"].shape == (3, 16)
+    assert abs(float(embeddings["image"].norm()) - 1.0) < 1e-4
 
 
 def test_coca_captions_and_plain_clip_refuses(open_clip_manager, image_file, tmp_path):

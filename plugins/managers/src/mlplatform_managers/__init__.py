@@ -27,6 +27,7 @@ from .errors import (  # noqa: E402
     DownloadError,
     HashMismatchError,
     InputImageError,
+    LicenceError,
     UnsafeModelError,
 )
 from .manager import MODELS_DIR_ENV, LoadedModel, ModelManager  # noqa: E402
@@ -41,5 +42,5 @@ __all__ = [
     "CATALOG_PATH_ENV", "MODELS_DIR_ENV", "DownloadPolicy", "fetch_url",
     "Task", "TaskContext", "caption", "interrogate", "upscale_tiled",
     "BudgetError", "CatalogError", "DownloadError", "HashMismatchError", "InputImageError",
-    "UnsafeModelError", "__version__",
+    "LicenceError", "UnsafeModelError", "__version__",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ConfigError
+from mlplatform.api import ConfigError, atomic_write_json
 
 
 def read_batch_file(path: str | Path, allowed: tuple[str, ...], text_key: str = "prompt") -> list[dict[str, Any]]:
@@ -87,3 +88,58 @@ def process_device(device: str) -> str:
     if device != "auto" or not distributed():
         return device
     return str(_state().device)
+
+
+def read_image_list(path: str | Path) -> list[str]:
+    """The image paths of a batch file (one per line), refusing two with the same file stem:
+    their outputs (named after the stem) would overwrite each other."""
+    images = [item["input"] for item in read_batch_file(path, ("input",), text_key="input")]
+    seen: dict[str, str] = {}
+    for image in images:
+        stem = Path(image).stem
+        if stem in seen:
+            raise ConfigError(
+                f"batch file {path}: {seen[stem]} and {image} have the same name {stem!r}; "
+                "their outputs would overwrite each other",
+                "rename one of them, or run them in separate batches",
+            )
+        seen[stem] = image
+    return images
+
+
+def single_or_batch(task: str, single: Any, batch_file: str | None, extra: tuple[str, ...] = ()) -> None:
+    """A task takes task.input or task.batch_file (not both, not neither)."""
+    if batch_file and (single or any(extra)):
+        raise ConfigError(f"task={task}: task.batch_file replaces task.input"
+                          f"{' and task.output' if extra else ''}",
+                          "pass either task.input=IMAGE or task.batch_file=FILE (one image path "
+                          "per line)")
+    if not batch_file and not single:
+        raise ConfigError(f"task={task} needs an image",
+                          "pass task.input=IMAGE or task.batch_file=FILE (one image path per line)")
+
+
+def merge_records(output_dir: Path, name: str, records: list[dict[str, Any]], rank: int,
+                  world: int, order: Callable[[dict[str, Any]], Any] = lambda r: r["item"],
+                  ) -> Path | None:
+    """Every process's records of a batch in one `name` file (JSON list, in item order).
+
+    One process writes it directly. With several, each writes `<stem>.rank<N>.json`, all wait,
+    and process 0 merges the parts (and removes them) once every process has finished; the
+    other processes return None."""
+    target = output_dir / name
+    if world == 1:
+        return atomic_write_json(target, sorted(records, key=order))
+    stem = Path(name).stem
+    atomic_write_json(output_dir / f"{stem}.rank{rank}.json", records)
+    wait_for_everyone()
+    if rank != 0:
+        return None
+    merged = []
+    parts = [output_dir / f"{stem}.rank{other}.json" for other in range(world)]
+    for part in parts:
+        merged += json.loads(part.read_text(encoding="utf-8"))
+    path = atomic_write_json(target, sorted(merged, key=order))
+    for part in parts:  # only once the merged file is safely written
+        os.remove(part)
+    return path

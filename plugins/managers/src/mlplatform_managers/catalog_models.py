@@ -24,6 +24,8 @@ from pydantic import (
 
 CATALOG_FORMAT = 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+# a full git commit id: a Hugging Face revision that can never point at other content
+COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # the model types of issue 7; a type with no installed manager can be listed and downloaded
@@ -210,7 +212,18 @@ class CatalogEntry(_Strict):
         return None
 
     @property
+    def hub_pinned(self) -> bool:
+        """Files from a Hugging Face repo at a full commit id: the hub publishes each file's
+        content hash for that commit (its ETag: sha256 for LFS files, git blob sha1 for the
+        rest), so files without a catalog sha256 are verified against that instead."""
+        snapshot = self.hf_snapshot
+        return snapshot is not None and COMMIT_PATTERN.fullmatch(snapshot[1]) is not None
+
+    @property
     def unhashed_files(self) -> list[str]:
+        """Files nothing can verify: no catalog sha256, and no hub hash (not pinned)."""
+        if self.hub_pinned:
+            return []
         return [f.path for f in self.files if f.sha256 is None]
 
     @property

@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -315,6 +316,55 @@ def hf_cached(repo: str, filename: str, revision: str, cache_dir: str | None) ->
 
     found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir, revision=revision)
     return Path(found) if isinstance(found, str) else None
+
+
+def git_blob_sha1(path: Path) -> str:
+    """git's object id of a file's content (sha1 of "blob <size>\\0" + content): the hub's ETag
+    of a file stored in git rather than LFS."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hub_published_hash(path: Path) -> tuple[str, str] | None:
+    """("sha256" or "git-sha1", hex) the hub published for a file in huggingface_hub's cache.
+
+    The cache stores a file's content as `blobs/<ETag>` (a snapshot file links there), and the
+    hub's ETag of a file is its sha256 when it is stored in LFS, its git blob sha1 otherwise;
+    None when `path` is not laid out that way (e.g. a copied file)."""
+    blob = path.resolve()
+    if blob.parent.name != "blobs":
+        return None
+    if re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return "sha256", blob.name
+    if re.fullmatch(r"[0-9a-f]{40}", blob.name):
+        return "git-sha1", blob.name
+    return None
+
+
+def verify_hub_file(path: Path, *, size: int | None, models_dir: Path, what: str) -> None:
+    """A file of a commit-pinned Hugging Face entry checked against the hash the hub published
+    for it (not quarantined: it lives in the hub's cache). A file that cannot be checked is
+    refused, as an unhashed one would be."""
+    verify_file(path, sha256=None, size=size, models_dir=models_dir, what=what,
+                quarantine_bad=False)
+    published = hub_published_hash(path)
+    if published is None:
+        raise UnsafeModelError(
+            f"{what}: {path} is not a huggingface_hub cache file (snapshots/ linking to "
+            "blobs/<hash>), so the hash the hub published for it cannot be checked",
+            "let the manager download it into the Hugging Face cache, or add the file's sha256 "
+            "to the catalog entry",
+        )
+    kind, expected = published
+    actual = file_digest(path, models_dir) if kind == "sha256" else git_blob_sha1(path)
+    if actual != expected:
+        raise HashMismatchError(
+            f"{what}: {path} has {kind} {actual}, the hub published {expected} for it",
+            _refetch_fix(False),
+        )
 
 
 def sha256_bytes(data: bytes) -> str:

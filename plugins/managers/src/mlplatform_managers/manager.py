@@ -44,6 +44,7 @@ from .download import (
     hf_cached,
     local_path,
     verify_file,
+    verify_hub_file,
 )
 from .errors import BudgetError, DownloadError, LicenceError, UnsafeModelError
 
@@ -160,6 +161,14 @@ class ModelManager:
             "'Adding a model type'), or pick a model of another type",
         )
 
+    def _type_manager_or_none(self, entry: CatalogEntry) -> TypeManager | None:
+        """The type's manager; None for catalog-only types (vae, face_detector), which can be
+        downloaded although nothing loads them."""
+        try:
+            return self.manager_for(entry)
+        except UnknownNameError:
+            return None
+
     def file_paths(self, entry: CatalogEntry, *, fetch: bool = False) -> tuple[Path, dict[str, Path]]:
         """(root, {catalog path: local path}) of the entry's files; `fetch` downloads missing ones."""
         snapshot = entry.hf_snapshot
@@ -249,13 +258,21 @@ class ModelManager:
         return [e.name for e in self.catalog if self.status(e) in ("available", "loaded")]
 
     def download(self, name: str) -> dict[str, Path]:
-        """Fetch (if missing) and verify every file of `name` and of the models it requires."""
+        """Fetch (if missing) and verify every file of `name` and of the models it requires; a
+        model whose licence must be accepted is not even downloaded before it is."""
         entry = self.entry(name)
+        type_manager = self._type_manager_or_none(entry)
+        if type_manager is not None:
+            self._check_licence(entry, type_manager)
         for required in entry.requires:
             self.download(required)
         self._refuse_unhashed(entry)
         _root, files = self.file_paths(entry, fetch=True)
         for spec in entry.files:
+            if spec.sha256 is None and entry.hub_pinned:  # the hash the hub published
+                verify_hub_file(files[spec.path], size=spec.size, models_dir=self.models_dir,
+                                what=f"model {name!r}")
+                continue
             verify_file(files[spec.path], sha256=spec.sha256, size=spec.size,
                         models_dir=self.models_dir, what=f"model {name!r}",
                         quarantine_bad=entry.hf_snapshot is None)

@@ -75,8 +75,11 @@ class UpscaleTaskConfig(ComponentConfig):
 
 @dataclass
 class InterrogateTaskConfig(ComponentConfig):
-    # the image to interrogate
-    input: str = "???"
+    # the image to interrogate; required unless batch_file is given
+    input: str | None = None
+    # a UTF-8 file with one image path per line (instead of input): every image interrogated
+    # against the same texts, split across processes under `accelerate launch` / torchrun
+    batch_file: str | None = None
     # candidate texts
     texts: list = field(default_factory=list)
     # a UTF-8 file with one candidate text per line (added to texts)
@@ -90,8 +93,11 @@ class InterrogateTaskConfig(ComponentConfig):
 
 @dataclass
 class CaptionTaskConfig(ComponentConfig):
-    # the image to caption
-    input: str = "???"
+    # the image to caption; required unless batch_file is given
+    input: str | None = None
+    # a UTF-8 file with one image path per line (instead of input): captions.json for all,
+    # split across processes under `accelerate launch` / torchrun
+    batch_file: str | None = None
     # text the caption starts with (conditional captioning); empty: unconditional
     prompt: str = ""
     max_new_tokens: int = 30
@@ -101,8 +107,11 @@ class CaptionTaskConfig(ComponentConfig):
 
 @dataclass
 class SafetyCheckTaskConfig(ComponentConfig):
-    # the image to check
-    input: str = "???"
+    # the image to check; required unless batch_file is given
+    input: str | None = None
+    # a UTF-8 file with one image path per line (instead of input and output): each saved as
+    # <stem>_checked.png, safety.json a list; split across processes under `accelerate launch`
+    batch_file: str | None = None
     # output file name in the run dir (the image, or a black one when flagged);
     # empty: <input stem>_checked.png
     output: str = ""
@@ -131,8 +140,8 @@ class Txt2ImgTaskConfig(ComponentConfig):
     safety_checker: str | None = None
     # output names: <prefix><item index>_<image>.png; empty: the task name and '_'
     output_prefix: str = ""
-    # compiled catalog models (job=build artifacts: vae_decode, clip_text) swapped into the
-    # pipeline in place of its eager VAE decoder / text encoder for this run
+    # compiled catalog models (job=build artifacts: vae_decode, clip_text, unet) swapped into the
+    # pipeline in place of its eager VAE decoder / text encoder / UNet for this run
     compiled: list = field(default_factory=list)
 
 

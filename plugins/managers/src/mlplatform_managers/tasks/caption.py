@@ -6,6 +6,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json
 
+from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
 from ..images import load_image
 from ..schemas import CaptionTaskConfig
 from . import Task, TaskContext
@@ -43,6 +44,9 @@ class CaptionTask(Task):
             raise ConfigError(
                 f"task.max_new_tokens ({options.max_new_tokens}) and task.num_beams "
                 f"({options.num_beams}) must be >= 1", "pass task.max_new_tokens=30 task.num_beams=1")
+        single_or_batch("caption", options.input, options.batch_file)
+        if options.batch_file:
+            return self.run_batch(ctx, options)
         image = load_image(options.input)
         with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as blip:
             text = caption(blip, image, prompt=options.prompt,
@@ -53,3 +57,21 @@ class CaptionTask(Task):
         print(text)
         print(f"saved {path}")
         return {**result, "path": str(path)}
+
+    def run_batch(self, ctx: TaskContext, options: CaptionTaskConfig) -> dict[str, Any]:
+        """captions.json: [{item, input, caption}] for every image of the batch file, this
+        process's share captioned with the model loaded once."""
+        items = read_image_list(options.batch_file)
+        share, rank, world = process_share(items)
+        records = []
+        with ctx.manager.use(ctx.model, device=process_device(ctx.device), dtype=ctx.dtype) as blip:
+            for index, source in share:
+                text = caption(blip, load_image(source), prompt=options.prompt,
+                               max_new_tokens=options.max_new_tokens, num_beams=options.num_beams)
+                records.append({"item": index, "input": source, "caption": text,
+                                "model": ctx.model, "prompt": options.prompt})
+                print(f"[{rank}/{world}] {source}: {text}")
+        path = merge_records(ctx.output_dir, "captions.json", records, rank, world)
+        if path:
+            print(f"saved {path}")
+        return {"captions": records, "items": len(items), "processes": world, "process": rank}

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ConfigError, atomic_write_json, sha256_file
+from mlplatform.api import ConfigError, sha256_file
 
-from ..batch import process_device, process_share, read_batch_file, wait_for_everyone
+from ..batch import merge_records, process_device, process_share, read_batch_file
 from ..images import load_image, save_png
 from ..schemas import Img2ImgTaskConfig, InpaintTaskConfig, Txt2ImgTaskConfig
 from . import Task, TaskContext
@@ -181,22 +180,10 @@ class DiffusionTask(Task):
     def _report(self, ctx: TaskContext, records: list[dict], rank: int, world: int,
                 total: int) -> dict[str, Any]:
         """generations.json: every process's records (merged by process 0 after all finished)."""
-        if world == 1:
-            atomic_write_json(ctx.output_dir / "generations.json", records)
-            return {"images": records, "items": total, "processes": 1}
-        atomic_write_json(ctx.output_dir / f"generations.rank{rank}.json", records)
-        wait_for_everyone()
-        if rank == 0:
-            import json
-
-            merged = []
-            for other in range(world):
-                part = ctx.output_dir / f"generations.rank{other}.json"
-                merged += json.loads(part.read_text())
-                os.remove(part)
-            merged.sort(key=lambda r: (r["item"], r["image"]))
-            atomic_write_json(ctx.output_dir / "generations.json", merged)
-        return {"images": records, "items": total, "processes": world, "process": rank}
+        merge_records(ctx.output_dir, "generations.json", records, rank, world,
+                      order=lambda r: (r["item"], r["image"]))
+        report = {"images": records, "items": total, "processes": world}
+        return report if world == 1 else {**report, "process": rank}
 
 
 class Txt2ImgTask(DiffusionTask):

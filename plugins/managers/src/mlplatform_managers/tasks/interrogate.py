@@ -11,6 +11,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json
 
+from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
 from ..images import load_image
 from ..schemas import InterrogateTaskConfig
 from . import Task, TaskContext
@@ -115,6 +116,9 @@ class InterrogateTask(Task):
         if not (options.similarity or options.rank):
             raise ConfigError("task.similarity and task.rank are both false: nothing to report",
                               "leave one of them true")
+        single_or_batch("interrogate", options.input, options.batch_file)
+        if options.batch_file:
+            return self.run_batch(ctx, options, texts)
         image = load_image(options.input)
         with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as clip:
             result = interrogate(clip, image, texts, similarity=options.similarity,
@@ -130,3 +134,45 @@ class InterrogateTask(Task):
             print(f"{item['confidence']:8.3f}%  {item['text']}")
         print(f"saved {json_path} and {emb_path}")
         return {**result, "path": str(json_path), "embeddings": str(emb_path)}
+
+    def run_batch(self, ctx: TaskContext, options: InterrogateTaskConfig,
+                  texts: list[str]) -> dict[str, Any]:
+        """interrogations.json ([{item, input, similarity, rank}] in item order) and
+        embeddings.safetensors ("images" [N, dim] in item order, "texts" [T, dim]) for every
+        image of the batch file; each process does its share with the model loaded once."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        items = read_image_list(options.batch_file)
+        share, rank, world = process_share(items)
+        records, vectors = [], []
+        with ctx.manager.use(ctx.model, device=process_device(ctx.device), dtype=ctx.dtype) as clip:
+            text_vecs = text_embeddings(clip, texts).contiguous()
+            for index, source in share:
+                image = load_image(source)
+                result = interrogate(clip, image, texts, similarity=options.similarity,
+                                     rank=options.rank, top_count=options.top_count)
+                vectors.append(image_embedding(clip, image))
+                records.append({**result, "item": index, "input": source})
+                best = result.get("rank", [{}])[0].get("text", "")
+                print(f"[{rank}/{world}] {source}: {best}")
+        dim = text_vecs.shape[1]
+        part = ctx.output_dir / f"embeddings.rank{rank}.safetensors"
+        save_file({"images": torch.stack(vectors) if vectors else torch.zeros(0, dim),
+                   "items": torch.tensor([r["item"] for r in records], dtype=torch.int64)},
+                  str(part))  # written before merge_records waits for every process
+        path = merge_records(ctx.output_dir, "interrogations.json", records, rank, world)
+        if path is not None:  # process 0, after every process finished: merge the embeddings
+            parts = [ctx.output_dir / f"embeddings.rank{r}.safetensors" for r in range(world)]
+            loaded = [load_file(str(p)) for p in parts]
+            order = torch.cat([p["items"] for p in loaded]).argsort()
+            images = torch.cat([p["images"] for p in loaded])[order].contiguous()
+            emb_path = ctx.output_dir / "embeddings.safetensors"
+            save_file({"images": images, "texts": text_vecs}, str(emb_path),
+                      metadata={"model": ctx.model or "", "texts": "\n".join(texts),
+                                "inputs": "\n".join(items)})
+            for p in parts:
+                p.unlink()
+            print(f"saved {path} and {emb_path}")
+        return {"images": records, "texts": texts, "items": len(items), "processes": world,
+                "process": rank}

@@ -8,6 +8,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json, sha256_file
 
+from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
 from ..images import load_image, save_png
 from ..schemas import SafetyCheckTaskConfig
 from . import Task, TaskContext
@@ -40,19 +41,37 @@ class SafetyCheckTask(Task):
     model_types = ("safety_checker",)
 
     def run(self, ctx: TaskContext, options: SafetyCheckTaskConfig) -> dict[str, Any]:
-        image = load_image(options.input)
-        with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as checker:
-            flagged = check_images(checker, [image])[0]
+        single_or_batch("safety_check", options.input, options.batch_file, (options.output,))
+        if options.batch_file:
+            return self.run_batch(ctx, options)
         name = options.output or f"{Path(options.input).stem}_checked.png"
         if Path(name).name != name:
             raise ConfigError(f"task.output {name!r} must be a file name, not a path",
                               "the output goes to the run dir; pass task.output=NAME.png")
-        parameters = {"task": "safety_check", "model": ctx.model, "censored": flagged,
-                      "input": str(options.input), "input_sha256": sha256_file(options.input)}
-        output = censor(image) if flagged else image
-        path = save_png(output, ctx.output_dir / name, parameters)
-        report = {**parameters, "output": str(path)}
+        with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as checker:
+            report = check_one(ctx, checker, options.input, name)
         atomic_write_json(ctx.output_dir / "safety.json", report)
-        print(f"{options.input}: {'FLAGGED, replaced by a black image' if flagged else 'clean'} "
-              f"-> {path}")
         return report
+
+    def run_batch(self, ctx: TaskContext, options: SafetyCheckTaskConfig) -> dict[str, Any]:
+        """safety.json: a list of every image's report (item order); outputs
+        <stem>_checked.png, this process's share checked with the model loaded once."""
+        items = read_image_list(options.batch_file)
+        share, rank, world = process_share(items)
+        device = process_device(ctx.device)
+        with ctx.manager.use(ctx.model, device=device, dtype=ctx.dtype) as checker:
+            records = [{**check_one(ctx, checker, source, f"{Path(source).stem}_checked.png"),
+                        "item": index} for index, source in share]
+        merge_records(ctx.output_dir, "safety.json", records, rank, world)
+        return {"images": records, "items": len(items), "processes": world, "process": rank}
+
+
+def check_one(ctx: TaskContext, checker: Any, source: str, name: str) -> dict[str, Any]:
+    """One image checked and saved as `name` in the run dir (black when flagged)."""
+    image = load_image(source)
+    flagged = check_images(checker, [image])[0]
+    parameters = {"task": "safety_check", "model": ctx.model, "censored": flagged,
+                  "input": str(source), "input_sha256": sha256_file(source)}
+    path = save_png(censor(image) if flagged else image, ctx.output_dir / name, parameters)
+    print(f"{source}: {'FLAGGED, replaced by a black image' if flagged else 'clean'} -> {path}")
+    return {**parameters, "output": str(path)}

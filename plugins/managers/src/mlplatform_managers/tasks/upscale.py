@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ConfigError, atomic_write_json, sha256_file
+from mlplatform.api import ConfigError, sha256_file
 
-from ..batch import process_share, read_batch_file
+from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
 from ..images import load_array, save_array
 from ..schemas import UpscaleTaskConfig
 from . import Task, TaskContext
@@ -79,24 +80,17 @@ class UpscaleTask(Task):
         if options.bit_depth not in (None, 8, 16):
             raise ConfigError(f"task.bit_depth is {options.bit_depth}; use 8, 16 or null",
                               "null keeps the input's bit depth")
-        if options.batch_file and (options.input or options.output):
-            raise ConfigError("task.batch_file replaces task.input and task.output",
-                              "pass either task.input=IMAGE or task.batch_file=FILE (one image "
-                              "path per line; outputs are named <stem>_x<scale>.png)")
+        single_or_batch("upscale", options.input, options.batch_file, (options.output,))
         if not options.batch_file:
-            if not options.input:
-                raise ConfigError("task=upscale needs an image",
-                                  "pass task.input=IMAGE or task.batch_file=FILE")
             return self.upscale_one(ctx, options, options.input, options.output)
-        items = [item["input"] for item in read_batch_file(options.batch_file, ("input",),
-                                                           text_key="input")]
+        items = read_image_list(options.batch_file)
         share, rank, world = process_share(items)
+        ctx = dataclasses.replace(ctx, device=process_device(ctx.device))
         done = [{**self.upscale_one(ctx, options, source, ""), "item": index}
                 for index, source in share]
-        report = {"images": done, "items": len(items), "processes": world, "process": rank}
-        name = "upscaled.json" if world == 1 else f"upscaled.rank{rank}.json"
-        atomic_write_json(ctx.output_dir / name, done)
-        return report
+        # upscaled.json: every process's records, merged by process 0 once all have finished
+        merge_records(ctx.output_dir, "upscaled.json", done, rank, world)
+        return {"images": done, "items": len(items), "processes": world, "process": rank}
 
     def upscale_one(self, ctx: TaskContext, options: UpscaleTaskConfig, source: str,
                     output: str) -> dict[str, Any]:

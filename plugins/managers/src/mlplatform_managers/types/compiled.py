@@ -1,8 +1,8 @@
 """compiled: modules built by `job=build` (the compile plugin), loaded through its public API
 (`mlplatform_compile.load_module`, which verifies checksums, torch version and device), and
 swapped into a loaded Stable Diffusion pipeline in place of an eager component, as Nataili's
-AITemplate manager did. Supported swaps: `vae_decode` (the VAE decoder) and `clip_text` (the text
-encoder). The compile plugin is an optional dependency: `pip install mlplatform-managers[compile]`.
+AITemplate manager did. Supported swaps: `vae_decode` (the VAE decoder), `clip_text` (the text
+encoder) and `unet` (the denoising UNet). The compile plugin is an optional dependency: `pip install mlplatform-managers[compile]`.
 
 A catalog entry lists the artifact directory's files (manifest.json, and model.pt2 for
 aot_inductor builds) under its name in the models dir; `config.pipeline` may name the
@@ -22,7 +22,7 @@ from mlplatform.api import ArtifactError, ConfigError
 from ..base import LoadRequest, TypeManager, module_bytes
 
 log = logging.getLogger(__name__)
-SWAPPABLE = ("vae_decode", "clip_text")
+SWAPPABLE = ("vae_decode", "clip_text", "unet")
 
 
 @dataclass
@@ -114,7 +114,40 @@ def _swap_clip_text(pipeline: Any, component: CompiledComponent) -> Any:
     return lambda: vars(encoder).pop("forward", None)
 
 
-SWAPS = {"vae_decode": _swap_vae_decode, "clip_text": _swap_clip_text}
+def _swap_unet(pipeline: Any, component: CompiledComponent) -> Any:
+    """The UNet's forward replaced by the compiled (sample, timestep, encoder_hidden_states)
+    module; the eager UNet object stays in place, so what the pipeline reads from it (config,
+    dtype, device) is unchanged. Conditioning the build has no input for is refused."""
+    import torch
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+    unet, module = pipeline.unet, component.module
+
+    def forward(sample: Any, timestep: Any, encoder_hidden_states: Any, *args: Any,
+                return_dict: bool = True, **kwargs: Any) -> Any:
+        extra = [k for k, v in kwargs.items() if v not in (None, {})] + (["positional"] if args else [])
+        if extra:
+            raise ConfigError(
+                f"compiled UNet {component.name!r} takes (sample, timestep, "
+                f"encoder_hidden_states) only; the pipeline passed {', '.join(sorted(extra))}",
+                "use it with plain Stable Diffusion text-to-image / img2img / inpaint (no "
+                "ControlNet, LCM timestep conditioning, IP-Adapter or LoRA scales)",
+            )
+        batch = sample.shape[0]
+        steps = torch.as_tensor(timestep).reshape(-1)  # the pipeline passes one step for all
+        steps = steps.expand(batch) if steps.numel() == 1 else steps.reshape(batch)
+        out = module(sample=sample.to(module.device, module.dtype).contiguous(),
+                     timestep=steps.to(module.device, module.dtype).contiguous(),
+                     encoder_hidden_states=encoder_hidden_states.to(module.device,
+                                                                     module.dtype).contiguous())
+        noise = out["sample"].to(sample.device, sample.dtype)
+        return UNet2DConditionOutput(sample=noise) if return_dict else (noise,)
+
+    unet.forward = forward
+    return lambda: vars(unet).pop("forward", None)
+
+
+SWAPS = {"vae_decode": _swap_vae_decode, "clip_text": _swap_clip_text, "unet": _swap_unet}
 
 
 @contextlib.contextmanager
