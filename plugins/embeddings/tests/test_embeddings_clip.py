@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from mlplatform_embeddings import DataConfig, build_model, embed, read_pairs, train
+from mlplatform_embeddings import DataConfig, build_model, embed, load_exported, read_pairs, train
 from mlplatform_embeddings.clip import ImagePath, zero_shot_accuracy
 from mlplatform_embeddings.export import export_model
 from mlplatform_embeddings.gradcache import grad_cache_backward
@@ -143,21 +143,29 @@ def _lora_layers(model):
     return {name.rsplit(".", 1)[-1] for name, layer in model.named_modules() if hasattr(layer, "lora_A")}
 
 
-@pytest.mark.parametrize("family", ["open_clip", "towers"])
-def test_lora_on_open_clip_and_a_tower_pair_and_the_merged_export_round_trip(
+@pytest.mark.parametrize("family", ["clip", "open_clip", "towers"])
+def test_lora_on_each_image_text_family_and_the_merged_and_adapter_exports_round_trip(
         family, request, tmp_path):
     """LoRA lands on each tower's attention (and open_clip's MLP) layers, the projections stay
-    trainable, and the merged export reloads with equal text and image embeddings."""
-    if family == "open_clip":
+    trainable, and both the merged export and the PEFT adapter export (adapters + trained
+    projections + the base model's options) reload with the model's text and image embeddings
+    and temperature."""
+    if family == "clip":
+        options = {"model_name": str(request.getfixturevalue("tiny_clip"))}
+        layers, heads = {"q_proj", "k_proj", "v_proj", "out_proj"}, {"text_projection", "visual_projection"}
+        adapters = {"backbone"}
+    elif family == "open_clip":
         options = {"model_name": str(request.getfixturevalue("tiny_open_clip"))}
         # peft wraps nn.MultiheadAttention whole (its out_proj inside it)
         layers, heads = {"attn", "out_proj", "c_fc", "c_proj"}, {"text_projection", "visual.proj"}
+        adapters = {"backbone"}
     else:
         text_dir, image_dir = request.getfixturevalue("caption_towers")
         options = {"model_name": str(text_dir), "image_model_name": str(image_dir), "projection_dim": 16}
         # BERT text tower (query/key/value/dense), ViT image tower (q/k/v/o_proj in transformers 5)
         layers = {"query", "key", "value", "dense", "q_proj", "k_proj", "v_proj", "o_proj"}
         heads = {"text.projection.", "image_projection.", "image.base_model.model.pooler.dense."}
+        adapters = {"text.backbone", "image"}
     options = {**options, "use_lora": True, "lora_r": 4, "lora_dropout": 0.0}
     model = apply_lora(build_model(options), options)
     assert _lora_layers(model) == layers
@@ -166,18 +174,81 @@ def test_lora_on_open_clip_and_a_tower_pair_and_the_merged_export_round_trip(
     assert not [n for n in trainable if "lora_" not in n and not any(h in n for h in heads)]
     assert not any("pooler" in n and "lora_" in n for n in trainable)  # no LoRA in the text pooler
     torch.manual_seed(0)
-    with torch.no_grad():  # a trained-looking adapter (lora_B starts at zero)
+    with torch.no_grad():  # trained-looking adapters (lora_B starts at zero) and heads
         for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.5)
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter), alpha=0.5 if "lora_B" in name else 0.1)
     model.eval()
     data = write_digits(tmp_path, 3)
     images = [ImagePath(p) for p in sorted((data.parent / "images").glob("*.png"))]
     texts = ["a photo of the digit one", "the digit two"]
-    reloaded = build_model({"model_name": str(export_model(model, tmp_path / "export"))})
-    assert not _lora_layers(reloaded)  # merged
-    assert torch.allclose(reloaded.encode(texts), model.encode(texts), atol=1e-5)
-    assert torch.allclose(reloaded.encode(images), model.encode(images), atol=1e-5)
+    expected = {"texts": model.encode(texts), "images": model.encode(images)}
+    merged = build_model({"model_name": str(export_model(model, tmp_path / "export", temperature=0.05))})
+    assert not _lora_layers(merged)  # merged
+    adapter_dir = export_model(model, tmp_path / "adapter", temperature=0.05, adapter=True)
+    manifest = json.loads((adapter_dir / "manifest.json").read_text())
+    assert manifest["format"] == "peft-adapter" and manifest["adapter"] is True
+    assert set(manifest["adapters"]) == adapters and manifest["base_model"]["family"] == family
+    assert not list(adapter_dir.rglob("model.safetensors"))  # no copy of the base weights
+    reloaded = load_exported(adapter_dir)  # the loader of embed / task=embed
+    assert set(_lora_layers(reloaded)) == layers  # the adapters, on the rebuilt base
+    base = build_model(manifest["base_model"]).eval()
+    for kind, items in (("texts", texts), ("images", images)):
+        assert torch.allclose(merged.encode(items), expected[kind], atol=1e-5)
+        assert torch.allclose(reloaded.encode(items), expected[kind], atol=1e-6)
+        assert not torch.allclose(base.encode(items), expected[kind], atol=1e-3)  # training showed
+    if family != "towers":  # towers have no logit scale; the temperature is the loss's
+        assert reloaded.temperature == pytest.approx(0.05) and merged.temperature == pytest.approx(0.05)
+    # an adapter export re-exports, merged or as an adapter again, with the same embeddings
+    again = build_model({"model_name": str(export_model(reloaded, tmp_path / "again", adapter=True))})
+    assert torch.allclose(again.encode(images), expected["images"], atol=1e-6)
+    with pytest.raises(ConfigError, match="is an adapter export: LoRA cannot be added"):
+        build_model({"model_name": str(adapter_dir), "use_lora": True})
+
+
+@pytest.mark.slow
+def test_trainer_exports_a_clip_adapter_that_embed_loads_like_the_trained_model(tiny_clip, tmp_path):
+    """2 LoRA steps with a learnable temperature and trainer.export_adapter=true: the embed
+    task's loader rebuilds base + adapter + trained projections and embeds texts and images as
+    the trained model (its final checkpoint, read independently) and its merged export do."""
+    from mlplatform_embeddings.plugin import _run_embed_task
+    from mlplatform_embeddings.schemas import EmbedTaskConfig
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    data = write_digits(tmp_path, 8)
+    options = {"model_name": str(tiny_clip), "use_lora": True, "lora_r": 4, "lora_dropout": 0.0}
+    summary = train({
+        "model": options, "data": {"train_file": str(data), "query_column": "caption",
+                                   "image_column": "image"},
+        "loss": {"learnable_temperature": True}, "optim": {"learning_rate": 1e-2},
+        "batch_size": 4, "max_steps": 2, "eval_before": False, "eval_after": False,
+        "export_adapter": True, "output_dir": str(tmp_path / "run"),
+    }, seed=0, device="cpu")
+    model_dir = summary["model_dir"]
+    manifest = json.loads(open(f"{model_dir}/manifest.json").read())
+    assert manifest["format"] == "peft-adapter" and manifest["trained_steps"] == 2
+    assert manifest["base_model"]["model_name"] == str(tiny_clip.resolve())
+    # the trained model, from its final checkpoint (written just before the export)
+    trained = apply_lora(build_model(options), options)
+    state = load_file(f"{summary['checkpoint']}/model.safetensors")
+    missing, unexpected = trained.load_state_dict(
+        {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}, strict=False)
+    assert not unexpected and not missing
+    texts = ["a photo of the digit one", "the digit two"]
+    images = sorted(str(p) for p in (tmp_path / "images").glob("*.png"))[:3]
+    expected = torch.cat([trained.encode(texts), trained.encode([ImagePath(i) for i in images])]).numpy()
+    cfg = OmegaConf.create({"device": "cpu"})
+    cfg.task = OmegaConf.merge(OmegaConf.structured(EmbedTaskConfig),
+                               {"model_dir": model_dir, "texts": texts, "images": images, "save": False})
+    result = _run_embed_task(cfg)  # job=infer task=embed
+    assert np.allclose(np.array(result["embeddings"]), expected, atol=1e-5)
+    untrained = build_model({"model_name": str(tiny_clip)}).encode(texts).numpy()
+    assert not np.allclose(expected[:2], untrained, atol=1e-3)  # the 2 steps changed the model
+    reloaded = load_exported(model_dir)
+    assert reloaded.temperature == pytest.approx(summary["temperature"], rel=1e-5)
+    merged = export_model(reloaded, tmp_path / "merged", temperature=reloaded.temperature)
+    assert np.allclose(embed(merged, texts, images=images), expected, atol=1e-5)
 
 
 def test_open_clip_grad_cache_with_lora_hard_negative_images_and_a_teacher(tiny_open_clip, tiny_clip, tmp_path):

@@ -141,12 +141,6 @@ def export_image_text(encoder: Any, directory: str | Path, info: dict[str, Any] 
     return final
 
 
-def refuse_adapter(adapter: bool, family: str) -> None:
-    if adapter:
-        raise ConfigError(f"adapter export is supported for text models only, not {family}",
-                          "drop trainer.export_adapter (this export merges LoRA)")
-
-
 def export_staged(directory: str | Path, write: Any, info: dict[str, Any]) -> Path:
     """Build an export in a staging directory with `write(staging) -> manifest fields`, then
     its manifest (kind embedding-model plus `info`), and swap it into place atomically."""
@@ -174,9 +168,11 @@ def export_model(encoder: Any, directory: str | Path, info: dict[str, Any] | Non
                       "set trainer.export=false, or give the family an export")
 
 
-def load_exported(directory: str | Path) -> TextEncoder:
-    """The TextEncoder of an exported model directory, after checking every file against its
+def load_exported(directory: str | Path) -> Any:
+    """The encoder of an exported model directory (a TextEncoder, an image-text encoder, or
+    an adapter export's base with its adapters), after checking every file against its
     manifest (ArtifactError on a missing, truncated or altered file)."""
+    from .adapter_export import ADAPTER_FORMAT, load_adapter_export
     from .model_builder import build_model
 
     manifest = verify_artifact(directory)
@@ -186,6 +182,8 @@ def load_exported(directory: str | Path) -> TextEncoder:
             f"{directory} holds a {manifest['kind']!r} artifact, not an exported embedding model",
             "point at the model/ directory written by trainer=embedding",
         )
+    if manifest.get("format") == ADAPTER_FORMAT:  # an image-text model's PEFT adapter
+        return load_adapter_export(directory, manifest)
     model = build_model({
         "model_name": str(directory),
         "normalize": manifest["normalize"],

@@ -121,28 +121,41 @@ def _export_text(encoder, directory, info=None, temperature=None, adapter=False)
     return export_sentence_transformers(encoder, directory, info, adapter=adapter)
 
 
-def _export_clip(encoder, directory, info=None, temperature=None, adapter=False):
-    from .export import export_image_text, refuse_adapter
+def _export_adapter(encoder, directory, info, temperature):
+    """The PEFT adapter export shared by the image-text families (adapter_export.py)."""
+    from .adapter_export import export_adapter
 
-    refuse_adapter(adapter, "clip")
+    return export_adapter(encoder, directory, {
+        "source": encoder.source, "embedding_dim": encoder.embedding_dim,
+        "normalize": encoder.normalize, "max_seq_length": encoder.max_seq_length, **(info or {}),
+    }, temperature)
+
+
+def _export_clip(encoder, directory, info=None, temperature=None, adapter=False):
+    from .export import export_image_text
+
+    if adapter:
+        return _export_adapter(encoder, directory, info, temperature)
     return export_image_text(encoder, directory, info, temperature)
 
 
 def _export_open_clip(encoder, directory, info=None, temperature=None, adapter=False):
-    from .export import export_staged, refuse_adapter
+    from .export import export_staged
     from .openclip import export_open_clip
 
-    refuse_adapter(adapter, "open_clip")
+    if adapter:
+        return _export_adapter(encoder, directory, info, temperature)
     return export_staged(directory, lambda staging: export_open_clip(encoder, staging, temperature),
                          {"source": encoder.source, "normalize": encoder.normalize,
                           "max_seq_length": encoder.max_seq_length, **(info or {})})
 
 
 def _export_towers(encoder, directory, info=None, temperature=None, adapter=False):
-    from .export import export_staged, refuse_adapter
+    from .export import export_staged
     from .towers import export_tower_pair
 
-    refuse_adapter(adapter, "towers")
+    if adapter:
+        return _export_adapter(encoder, directory, info, temperature)
     return export_staged(directory, lambda staging: export_tower_pair(encoder, staging),
                          {"source": encoder.source, "embedding_dim": encoder.embedding_dim,
                           "max_seq_length": encoder.max_seq_length, **(info or {})})

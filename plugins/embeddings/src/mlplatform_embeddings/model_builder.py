@@ -25,6 +25,7 @@ from torch import nn
 
 from mlplatform.api import ConfigError, ModelSourceError, from_options, resolve_model_source
 
+from .adapter_export import base_options, is_adapter_export
 from .clip import build_image_text_model
 from .encoder import TextEncoder, read_sentence_transformers_dir
 from .families import detect_family, model_family
@@ -105,6 +106,8 @@ def build_model(config: Any) -> Any:
     name = cfg.family
     if name is None:
         root = resolve_model_source(cfg.model_name, required_file=None)
+        if is_adapter_export(root):  # an image-text adapter export: its base, then the adapters
+            return _adapter_export_model(root, cfg)
         name = detect_family(root, cfg)
         if name is None:
             raise ConfigError(f"no installed model family recognises {root}",
@@ -113,7 +116,18 @@ def build_model(config: Any) -> Any:
     model = model_family(name).build(cfg)
     if getattr(model, "family", None) != name:
         model.family = name  # export and reload through the family that built it
+    model.build_options = base_options(cfg, name)  # what an adapter export rebuilds
     return model
+
+
+def _adapter_export_model(root: Path, cfg: ModelConfig) -> Any:
+    from .adapter_export import load_adapter_export
+
+    if cfg.use_lora:
+        raise ConfigError(f"{root} is an adapter export: LoRA cannot be added on top of it",
+                          "train from its merged export (trainer.export_adapter=false) or from "
+                          "its base model (manifest.json, base_model.model_name)")
+    return load_adapter_export(root, torch_dtype=cfg.torch_dtype)
 
 
 def build_clip(cfg: ModelConfig) -> Any:

@@ -132,7 +132,8 @@ def build_tower_pair(cfg: Any, build_text: Any) -> TowerPairEncoder:
     if cfg.projection_dim is None:
         raise ConfigError("a text tower paired with an image tower needs model.projection_dim "
                           "(the size of the shared space)", "pass e.g. model.projection_dim=256")
-    text = build_text(dataclasses.replace(cfg, image_model_name=None))
+    # family=None: the text tower is a text model (model.family=towers names the pair's family)
+    text = build_text(dataclasses.replace(cfg, image_model_name=None, family=None))
     image, processor = _vision_tower(cfg.image_model_name, cfg)
     hidden = int(getattr(image.config, "hidden_size", 0) or image.config.vision_config.hidden_size)
     return TowerPairEncoder(text, image, processor, nn.Linear(hidden, cfg.projection_dim),
@@ -167,7 +168,7 @@ def load_tower_pair(root: Path, cfg: Any, build_text: Any) -> TowerPairEncoder:
 
     info = json.loads((root / TOWERS_FILE).read_text(encoding="utf-8"))
     text = build_text(dataclasses.replace(cfg, model_name=str(root / info["text"]), projection_dim=None,
-                                          image_model_name=None))
+                                          image_model_name=None, family=None))
     image, processor = _vision_tower(str(root / info["image"]), cfg)
     linear = nn.Linear(*info["image_projection"])
     linear.load_state_dict(load_file(str(root / "image_projection.safetensors")))
