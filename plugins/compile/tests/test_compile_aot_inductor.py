@@ -72,6 +72,9 @@ def test_reload_in_a_fresh_process(aot_vae, tmp_path):
     profile, fallback, outside = result["results"]
     assert profile["profile"] == "b1_r48" and profile["rel"] < 1e-4
     assert fallback["profile"] == "fallback" and fallback["rel"] < 1e-4
+    # packages load on first use: the profile's input did not load the ranged fallback
+    assert profile["in_memory"] == ["b1_r48"]
+    assert fallback["in_memory"] == ["fallback", "b1_r48"]
     assert "outside the compiled range" in outside["refused"]
     assert "profiles: b1_r48 (compiled), fallback (compiled)" in result["repr"]
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from mlplatform_compile import builder_class, load_module
+from mlplatform_compile.loader import loaded_packages
 from mlplatform_compile.pipeline import decide_route
 
 from mlplatform.errors import ConfigError
@@ -86,6 +87,12 @@ def test_route_to_eager_only_where_allowed_and_slower():
     assert route("profiles", "b1_r48", faster) == "compiled"
     assert route("profiles", "b1_r48", {}) == "compiled"  # not timed: nothing to decide on
     assert route("profiles", "b1_r48", slower, backend="eager") == "compiled"
+    # a profile slower than the ranged fallback at its own shape runs on the fallback
+    behind = {**faster, "fallback_ms": 8.0}
+    assert route("profiles", "b1_r48", behind) == "fallback"
+    assert route("never", "b1_r48", behind) == "compiled"
+    assert route("profiles", "b1_r48", {**slower, "fallback_ms": 10.5}) == "eager"
+    assert route("profiles", "fallback", {**slower, "fallback_ms": 8.0}) == "compiled"
 
 
 @pytest.mark.slow
@@ -109,3 +116,14 @@ def test_a_profile_routed_to_eager_runs_eager_unless_asked(aot_vae, tmp_path):
     assert not isinstance(compiled.package("b1_r48"), torch.nn.Module)
     out = compiled(inputs)["image"]
     assert ((out - expected).abs().max() / expected.abs().max()).item() < 1e-4
+
+    # routed to the ranged fallback: the profile's shape runs on the fallback's package, and only
+    # that package is loaded
+    manifest["profiles"][0]["route"] = {"use": "fallback", "reason": "fallback faster (test)"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    on_fallback = load_module(copy)
+    assert "b1_r48 (fallback)" in repr(on_fallback)
+    out = on_fallback(inputs)["image"]
+    assert ((out - expected).abs().max() / expected.abs().max()).item() < 1e-4
+    assert on_fallback.package("b1_r48") is on_fallback.package("fallback")
+    assert loaded_packages(on_fallback) == ["fallback"]

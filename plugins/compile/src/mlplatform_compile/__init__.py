@@ -18,6 +18,7 @@ Python API (all names below are importable from `mlplatform_compile`)::
         backend_options={"freezing": True},
         cache_dir=None, force=False,   # cache: $MLPLATFORM_COMPILE_CACHE or ~/.cache/mlplatform/compile
         verify=True, tolerance=None, benchmark_runs=3,
+        benchmark_shape={"batch": 1, "height": 64, "width": 64},  # timing / auto's race; {}: typical
     )
     result.artifact_dir      # Path: <cache>/<readable name>.<backend>-<hash>/ (manifest.json, model.pt2)
     result.cached            # True when an existing valid artifact was reused (no recompile)

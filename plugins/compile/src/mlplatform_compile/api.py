@@ -21,7 +21,7 @@ def build(builder: str, backend: Any = "aot_inductor", **kwargs: Any) -> BuildRe
 
     kwargs are the builder's constructor arguments (hf_hub, label, dtype, device, build_kwargs,
     model_kwargs, backend_options, random_weights, seed, cache_dir, force, verify, tolerance,
-    benchmark_runs).
+    benchmark_runs, route_to_eager, benchmark_shape).
     """
     return builder_class(builder)(backend=backend, **kwargs)()
 

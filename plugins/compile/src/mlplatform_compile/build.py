@@ -35,6 +35,8 @@ from .specs import (
     InputSpec,
     all_dims,
     as_range,
+    benchmark_sizes,
+    check_benchmark_shape,
     concrete_shape,
     specs_to_json,
     verification_sets,
@@ -129,6 +131,7 @@ class Build:
         tolerance: float | None = None,
         benchmark_runs: int = 3,
         route_to_eager: str = "profiles",
+        benchmark_shape: Mapping[str, int] | None = None,
     ):
         # the same schemas Hydra checks job=build against: one set of accepted values
         settings = from_options(
@@ -153,6 +156,7 @@ class Build:
                 "tolerance": tolerance,
                 "benchmark_runs": benchmark_runs,
                 "route_to_eager": route_to_eager,
+                "benchmark_shape": dict(benchmark_shape or {}),
             },
             "job",
         )
@@ -176,6 +180,7 @@ class Build:
         self.tolerance = parity.tolerance_for(self.dtype, job.tolerance)
         self.benchmark_runs = job.benchmark_runs
         self.route_to_eager = job.route_to_eager
+        self.benchmark_shape = {str(k): int(v) for k, v in job.benchmark_shape.items()}
         self._source: model_source.ModelSource | None = None
         self._eager = None
 
@@ -353,6 +358,12 @@ class Build:
             f"unknown shape {shape!r}", "use min, max, non_square, example or {dim: size}"
         )
 
+    def benchmark_sizes(self, specs=None) -> dict[str, int]:
+        """Where `specs` (default: the build range) are timed and raced (job.benchmark_shape)."""
+        if specs is None:
+            check_benchmark_shape(self.specs(), self.benchmark_shape)
+        return benchmark_sizes(self.specs() if specs is None else specs, self.benchmark_shape)
+
     def make_inputs(self, sizes: Mapping[str, int], seed: int = 0) -> tuple:
         """Positional example inputs (random) at the given sizes."""
         import torch
@@ -400,6 +411,7 @@ class Build:
         from mlplatform.api import device_fingerprint
 
         fp = device_fingerprint(self.device)
+        check_benchmark_shape(self.specs(), self.benchmark_shape)  # refused before compiling
         return {
             "builder": self.name,
             "model_type": self.model_type,
@@ -418,6 +430,10 @@ class Build:
             # each profile is a package of its own; routing decides which of them may be eager
             "profiles": [p.to_json() for p in self.profiles()],
             "route_to_eager": self.route_to_eager,
+            **(
+                # backend=auto keeps the backend that wins at this shape
+                {"benchmark_shape": self.benchmark_sizes()} if self.backend.name == "auto" else {}
+            ),
         }
 
     def artifact_name(self, digest: str) -> str:

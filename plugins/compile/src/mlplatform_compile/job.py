@@ -140,6 +140,7 @@ def run_build_job(cfg: Any) -> dict[str, Any]:
         tolerance=job.tolerance,
         benchmark_runs=job.benchmark_runs,
         route_to_eager=job.route_to_eager,
+        benchmark_shape=dict(job.benchmark_shape),
         **builder_options,
     )
     summary = summarize(result)

@@ -108,7 +108,7 @@ def check_profile_entries(entries: Any, root: Path) -> None:
         name = entry["name"]
         if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_\-]+", name):
             raise ValueError(f"profile name {name!r} is not a plain name")
-        if entry["route"]["use"] not in ("compiled", "eager"):
+        if entry["route"]["use"] not in ("compiled", "fallback", "eager"):
             raise ValueError(f"profile {name!r} has route {entry['route']!r}")
         specs_from_json(entry["inputs"])
 
@@ -147,8 +147,10 @@ def load_module(
 ) -> CompiledModule:
     """Load an artifact directory (or its manifest.json / model file) as a CompiledModule.
 
-    Shape profiles load on first use. `routing="compiled"` ignores the build's decision to run a
-    slower package as eager (job.route_to_eager) and loads the compiled packages (benchmarks).
+    Shape profiles, and the ranged fallback of an artifact that has profiles, load on first use:
+    only the packages the inputs need take memory. `routing="compiled"` ignores the build's
+    decision to run a slower profile on the fallback or eager (job.route_to_eager) and loads
+    every compiled package (benchmarks).
     """
     if routing not in ("manifest", "compiled"):
         raise ConfigError(f"routing is {routing!r}", "pass routing='manifest' or 'compiled'")
@@ -177,9 +179,16 @@ def load_module(
             return rebuild()
         return backend.load(folder, package_manifest, device, rebuild)
 
-    runner = package(root, manifest, manifest.get("fallback_route") or {})
-    profiles = {
-        entry["name"]: LazyRunner(
+    load_fallback = functools.partial(package, root, manifest, manifest.get("fallback_route") or {})
+    # with profiles, the fallback loads on first use too: an input that a profile serves must not
+    # hold a second copy of the weights (the ranged package) in memory. Without profiles the
+    # package loads now, so a package the backend cannot load fails here, not at the first call
+    runner = LazyRunner(load_fallback) if manifest.get("profiles") else load_fallback()
+
+    def profile(entry):
+        if entry["route"].get("use") == "fallback" and routing == "manifest":
+            return runner  # the ranged package was faster at the profile's shape
+        return LazyRunner(
             functools.partial(
                 package,
                 root / PROFILES_DIR / entry["name"],
@@ -187,8 +196,8 @@ def load_module(
                 entry["route"],
             )
         )
-        for entry in manifest.get("profiles") or []
-    }
+
+    profiles = {entry["name"]: profile(entry) for entry in manifest.get("profiles") or []}
     if manifest.get("random_weights"):
         log.warning("%s: %s", root.name, manifest.get("warning", "random weights"))
     return CompiledModule(runner, manifest, device, root, profiles)
@@ -212,6 +221,14 @@ class LazyRunner:
 
     def __call__(self, *inputs):
         return self.get()(*inputs)
+
+
+def loaded_packages(module: CompiledModule) -> list[str]:
+    """The packages of `module` that are in memory now (a profile's name, or "fallback")."""
+    runners = [(FALLBACK, module.runner)] + [
+        (name, r) for name, _dims, r in module.profiles if r is not module.runner  # routed there
+    ]
+    return [name for name, r in runners if not isinstance(r, LazyRunner) or r.loaded]
 
 
 def _backend_for(manifest: dict[str, Any], builder: Any):
@@ -294,7 +311,7 @@ class CompiledModule:
     def package(self, name: str):
         """The runner of one package (a profile's name, or "fallback"), loaded if need be."""
         if name == FALLBACK:
-            return self.runner
+            return self.runner.get() if isinstance(self.runner, LazyRunner) else self.runner
         for profile, _dims, runner in self.profiles:
             if profile == name:
                 return runner.get() if isinstance(runner, LazyRunner) else runner

@@ -45,9 +45,10 @@ def mapped_files() -> dict[str, list[tuple[int, int, str, int]]]:
 
 
 def release_new_library_pages(before: dict[str, list], suffix: str = ".so") -> int:
-    """Drop the resident read-only pages of libraries mapped since `before` (mapped_files());
-    returns the bytes advised. Writable mappings and mappings with copied-on-write pages
-    (relocations, globals, RELRO) are left alone."""
+    """Drop the resident read-only pages of files ending in `suffix` (libraries; OpenVINO's
+    model.bin) mapped since `before` (mapped_files()); returns the bytes advised. Writable
+    mappings and mappings with copied-on-write pages (relocations, globals, RELRO) are left
+    alone."""
     if not sys.platform.startswith("linux"):
         return 0
     try:

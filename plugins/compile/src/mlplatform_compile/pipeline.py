@@ -145,10 +145,9 @@ def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phas
         latency: dict[str, Any] = {}
         if builder.benchmark_runs > 0:
             with phases("time eager vs compiled"):
-                latency = measure_latency(
-                    builder, eager_module, runner, verification_sets(builder.specs())
-                )
+                latency = measure_latency(builder, eager_module, runner, builder.benchmark_sizes())
         fallback_route = decide_route(builder, FALLBACK, latency)
+        fallback_runner = eager_module if fallback_route["use"] == "eager" else runner
         profile_runners: dict[str, Any] = {}
         profile_info: list[dict[str, Any]] = []
         for profile in builder.profiles():
@@ -159,11 +158,13 @@ def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phas
             )
             platency: dict[str, Any] = {}
             if builder.benchmark_runs > 0:
-                largest = next(s for s in verification_sets(profile.specs) if s.label == "max")
+                sizes = builder.benchmark_sizes(profile.specs)
                 with phases(f"time profile {profile.name}: eager vs profile vs fallback"):
-                    platency = measure_profile(builder, eager_module, prunner, runner, largest.sizes)
+                    platency = measure_profile(builder, eager_module, prunner, runner, sizes)
             route = decide_route(builder, profile.name, platency)
-            profile_runners[profile.name] = eager_module if route["use"] == "eager" else prunner
+            profile_runners[profile.name] = {
+                "eager": eager_module, "fallback": fallback_runner
+            }.get(route["use"], prunner)
             profile_info.append(
                 {
                     **profile.to_json(),
@@ -187,10 +188,8 @@ def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phas
     if builder.backend.self_contained:
         module = load_module(artifact_dir, device=builder.device, builder=builder)
     else:
-        if fallback_route["use"] == "eager":
-            runner = eager_module
         module = CompiledModule(
-            runner, read_manifest(artifact_dir), builder.device, artifact_dir, profile_runners
+            fallback_runner, read_manifest(artifact_dir), builder.device, artifact_dir, profile_runners
         )
     return BuildResult(
         artifact_dir.name, artifact_dir, module.manifest, module, builder, cached=False
@@ -218,6 +217,7 @@ def compile_package(builder: Build, eager_module, specs, folder: Path, phases, w
             tolerance=builder.tolerance,
             runs=max(1, builder.benchmark_runs),
             output_names=tuple(builder.model_output_names),
+            sizes=builder.benchmark_sizes(None if what == FALLBACK else specs),
         ),
     )
     suffix = "" if what == FALLBACK else f", profile {what}"
@@ -232,9 +232,13 @@ def compile_package(builder: Build, eager_module, specs, folder: Path, phases, w
 
 
 def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[str, Any]:
-    """{"use": "compiled" | "eager", "reason": ...}: a package that timed slower than eager at its
-    benchmark shape is replaced by eager where job.route_to_eager allows it, so that no shape
-    runs slower than eager; the figures stay in the manifest."""
+    """{"use": "compiled" | "fallback" | "eager", "reason": ...}: the fastest runner at the
+    package's benchmark shape. A profile whose own package is slower there than the ranged
+    fallback runs on the fallback (static packages are not always faster: on CPU they were
+    slower than the ranged ones for onnxruntime and aot_inductor, see docs/compile.md), and a
+    package slower than eager is replaced by eager where job.route_to_eager allows it, so that
+    no shape runs slower than eager; `never` keeps every package. The figures stay in the
+    manifest."""
     speedup = latency.get("speedup") if latency else None
     if builder.backend.name == "eager":
         return {"use": "compiled", "reason": "the eager backend is eager already"}
@@ -244,12 +248,21 @@ def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[
         f"compiled {latency['compiled_ms']} ms vs eager {latency['eager_ms']} ms at "
         f"{latency['sizes']} ({speedup}x)"
     )
-    allowed = builder.route_to_eager == "all" or (
-        builder.route_to_eager == "profiles" and what != FALLBACK
-    )
-    if speedup < 1.0 and allowed:
+    if builder.route_to_eager == "never":
+        return {"use": "compiled", "reason": measured}
+    choices = {"compiled": latency["compiled_ms"]}
+    if what != FALLBACK and latency.get("fallback_ms") is not None:
+        choices["fallback"] = latency["fallback_ms"]
+        measured += f"; ranged fallback {latency['fallback_ms']} ms"
+    if builder.route_to_eager == "all" or what != FALLBACK:
+        choices["eager"] = latency["eager_ms"]
+    use = min(choices, key=choices.get)
+    if use == "eager":
         log.warning("%s: %s is slower than eager; routing it to eager", what, measured)
         return {"use": "eager", "reason": f"slower than eager: {measured}"}
+    if use == "fallback":
+        log.info("%s: the ranged fallback is faster at its shape; routing it there: %s", what, measured)
+        return {"use": "fallback", "reason": f"the ranged fallback is faster: {measured}"}
     return {"use": "compiled", "reason": measured}
 
 

@@ -28,9 +28,15 @@ class BuildJobConfig(JobConfig):
     tolerance: Optional[float] = None  # noqa: UP045
     # timed runs (median) for the eager-vs-compiled latency; 0 skips timing
     benchmark_runs: int = 3
-    # which compiled packages that time slower than eager are replaced by the eager model:
-    # profiles (each shape profile, at its own shape), all (profiles and the ranged fallback), never
+    # which packages may be replaced by a faster runner at their benchmark shape: profiles (a
+    # profile runs on the fastest of its package, the ranged fallback and eager), all (also the
+    # ranged fallback by eager), never
     route_to_eager: str = "profiles"
+    # the shape latency and backend=auto's race are timed at, {dim: size} in the model's input
+    # dims (e.g. {batch: 1, height: 64, width: 64} latents); {}: batch at its minimum, every other
+    # dim at the middle of its range. A profile is timed at this shape when it holds it, else at
+    # its own middle
+    benchmark_shape: Dict[str, int] = field(default_factory=dict)  # noqa: UP006
 
 
 # ---- builders -----------------------------------------------------------------------------
@@ -221,6 +227,10 @@ class AutoConfig(BackendConfig):
     candidate_options: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # keep the losers' packages in the artifact (_race/NAME/), e.g. to benchmark them side by side
     keep_candidates: bool = False
+    # timed rounds of the race (interleaved, median); when the two fastest are within
+    # race_margin of each other, up to as many rounds again decide between them (noisy machines)
+    race_runs: int = 5
+    race_margin: float = 0.03
 
 
 @dataclass

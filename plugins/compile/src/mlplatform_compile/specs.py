@@ -188,6 +188,42 @@ def _break_ties(dims: Mapping[str, Dim], sizes: dict[str, int]) -> dict[str, int
     return sizes
 
 
+def benchmark_sizes(
+    specs: Sequence[InputSpec], wanted: Mapping[str, int] | None = None, what: str = "the build"
+) -> dict[str, int]:
+    """The shape a package is timed at: `wanted` ({dim: size}, job.benchmark_shape) where these
+    specs hold it, else the typical one: batch at its minimum (inference serves one request at a
+    time), every other dim at the middle of its range."""
+    dims = all_dims(specs)
+    typical = {
+        name: dim.min if name == "batch" else dim.clamp((dim.min + dim.max) // 2)
+        for name, dim in dims.items()
+    }
+    if not wanted:
+        return typical
+    unknown = sorted(set(wanted) - set(dims))
+    if unknown:
+        raise ConfigError(
+            f"job.benchmark_shape names {unknown}, which {what} does not have",
+            f"use only: {', '.join(sorted(dims)) or '(no dynamic dims)'}",
+        )
+    sizes = {**typical, **wanted}
+    return sizes if all(dims[n].contains(v) for n, v in sizes.items()) else typical
+
+
+def check_benchmark_shape(specs: Sequence[InputSpec], wanted: Mapping[str, int]) -> None:
+    """job.benchmark_shape must lie inside the build range (a profile may not hold it)."""
+    dims = all_dims(specs)
+    benchmark_sizes(specs, wanted)  # unknown names
+    outside = [f"{n}={v} (range {dims[n].describe()})" for n, v in wanted.items()
+               if not dims[n].contains(v)]
+    if outside:
+        raise ConfigError(
+            f"job.benchmark_shape is outside the build range: {', '.join(outside)}",
+            "give sizes inside the range, in the model's input units (latents for the VAE decoder)",
+        )
+
+
 def verification_sets(
     specs: Sequence[InputSpec], spatial: Sequence[str] = ("height", "width")
 ) -> list[ShapeSet]:

@@ -15,8 +15,8 @@ def load_without_model_libraries(
     """In a fresh process where `import diffusers` / `import transformers` raise ImportError
     (so neither the libraries nor the model's Python class can be used), load the artifact, run
     it on each saved case and print, per case, the relative error against the saved expected
-    output and the package that ran it (or the InputError that refused it), and which of those
-    libraries ended up in sys.modules."""
+    output, the package that ran it and the packages in memory after it (or the InputError that
+    refused it), and which of those libraries ended up in sys.modules."""
     script = textwrap.dedent(f"""
         import json, sys
         for name in {MODEL_LIBRARIES!r}:
@@ -29,6 +29,7 @@ def load_without_model_libraries(
             sys.exit("the import block does not work")
         import torch
         from mlplatform_compile import InputError, load_module
+        from mlplatform_compile.loader import loaded_packages
         module = load_module({str(artifact_dir)!r})
         results = []
         for case in torch.load({str(io_path)!r}, weights_only=True):
@@ -39,7 +40,8 @@ def load_without_model_libraries(
                 continue
             expected = case["expected"]
             rel = ((out - expected).abs().max() / expected.abs().max()).item()
-            results.append({{"rel": rel, "profile": module.last_profile}})
+            results.append({{"rel": rel, "profile": module.last_profile,
+                             "in_memory": loaded_packages(module)}})
         loaded = sorted(n for n, m in sys.modules.items()
                         if m is not None and n.split(".")[0] in {MODEL_LIBRARIES!r})
         print("RESULT " + json.dumps({{"results": results, "loaded": loaded, "repr": repr(module)}}))

@@ -20,6 +20,11 @@ def time_interleaved(fns, inputs, runs: int, pause: float = 0.0) -> list[float]:
     """Median seconds of each callable, warmed up and interleaved so none gets another's warm
     caches or thread-pool start-up. `pause` seconds between calls let thread pools that spin
     after a call (OpenMP, ONNX Runtime, TBB) go idle before the next runtime is timed."""
+    return [statistics.median(bucket) for bucket in time_samples(fns, inputs, runs, pause)]
+
+
+def time_samples(fns, inputs, runs: int, pause: float = 0.0, warmup: int = 2) -> list[list[float]]:
+    """Every timed run's seconds per callable (see time_interleaved), in run order."""
     import torch
 
     sync = (
@@ -30,7 +35,7 @@ def time_interleaved(fns, inputs, runs: int, pause: float = 0.0) -> list[float]:
     fns = list(fns)
     times: list[list[float]] = [[] for _ in fns]
     with torch.no_grad():
-        for _ in range(2):
+        for _ in range(warmup):
             for fn in fns:
                 fn(*inputs)
         sync()
@@ -42,12 +47,11 @@ def time_interleaved(fns, inputs, runs: int, pause: float = 0.0) -> list[float]:
                 fn(*inputs)
                 sync()
                 bucket.append(time.perf_counter() - start)
-    return [statistics.median(bucket) for bucket in times]
+    return times
 
 
-def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[str, Any]:
-    """Eager vs compiled at the largest shape, interleaved (see time_pair)."""
-    bench_sizes = next(s for s in shape_sets if s.label == "max").sizes
+def measure_latency(builder: Build, eager_module, runner, bench_sizes) -> dict[str, Any]:
+    """Eager vs compiled at the benchmark shape (job.benchmark_shape), interleaved (time_pair)."""
     bench_inputs = builder.make_inputs(bench_sizes, seed=7)
     eager_s, compiled_s = time_pair(eager_module, runner, bench_inputs, builder.benchmark_runs)
     return {
@@ -61,7 +65,7 @@ def measure_latency(builder: Build, eager_module, runner, shape_sets) -> dict[st
 
 
 def measure_profile(builder: Build, eager_module, runner, fallback, sizes) -> dict[str, Any]:
-    """Eager vs the profile's package vs the ranged fallback at the profile's largest shape."""
+    """Eager vs the profile's package vs the ranged fallback at the profile's benchmark shape."""
     inputs = builder.make_inputs(sizes, seed=7)
     eager_s, profile_s, fallback_s = time_interleaved(
         (eager_module, runner, fallback), inputs, builder.benchmark_runs

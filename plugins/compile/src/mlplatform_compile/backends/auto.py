@@ -1,8 +1,9 @@
 """backend=auto: race the backends that can run here and keep the fastest that passes parity.
 
 Each candidate compiles into its own folder of the staging artifact, is checked against eager at
-the build's verification shapes, then all survivors and eager are timed interleaved (medians) at
-the benchmark shape (the range's largest; a profile's own largest for a profile). The winner's
+the build's verification shapes, then all survivors and eager are timed interleaved (medians of
+`race_runs` rounds, more when the two fastest are close) at the build's benchmark shape
+(job.benchmark_shape, default batch 1 and mid-range sizes; a profile's own shape for a profile). The winner's
 files become the artifact's and the whole race goes into the manifest (`backend_extra.auto`).
 Eager takes part: when no compiled candidate beats it, eager wins, so an auto build is never
 slower than eager at the shape it was timed on. Each shape profile runs its own race.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -81,10 +83,6 @@ class AutoBackend(Backend):
         }
 
     def compile(self, request: CompileRequest):
-        import torch
-
-        from ..timing import time_interleaved
-
         race_settings = request.race
         if race_settings is None:
             raise MLPlatformError(
@@ -137,17 +135,14 @@ class AutoBackend(Backend):
         runners.setdefault("eager", request.module)
         race.setdefault("eager", {"status": "ok", "note": "the reference; wins when nothing is faster"})
 
-        sizes = next(s for s in race_settings.shape_sets if s.label == "max").sizes
-        inputs = race_settings.make_inputs(sizes, seed=7)
+        sizes = race_settings.sizes or next(
+            s for s in race_settings.shape_sets if s.label == "max"
+        ).sizes
         names = list(runners)
-        with torch.no_grad():
-            # a short pause between calls: runtimes whose threads spin after a call (OpenMP,
-            # TBB) must not slow the next candidate down
-            medians = time_interleaved(
-                [runners[n] for n in names], inputs, race_settings.runs, pause=0.05
-            )
-        for name, seconds in zip(names, medians, strict=True):
-            race[name]["ms"] = round(seconds * 1e3, 3)
+        samples = self._race(names, runners, race_settings.make_inputs(sizes, seed=7))
+        for name in names:
+            race[name]["ms"] = round(statistics.median(samples[name]) * 1e3, 3)
+            race[name]["runs_ms"] = [round(t * 1e3, 3) for t in samples[name]]
         winner = min(names, key=lambda n: race[n]["ms"])
         log.info("auto: %s wins at %s (%s)", winner, sizes,
                  ", ".join(f"{n} {race[n]['ms']} ms" for n in names))
@@ -166,7 +161,7 @@ class AutoBackend(Backend):
             "winner": winner,
             "winner_options": next((c.options for c in self.candidates if c.name == winner), {}),
             "sizes": sizes,
-            "runs": race_settings.runs,
+            "runs": len(samples[winner]),
             "race": race,
             "kept": kept,
         }
@@ -178,6 +173,27 @@ class AutoBackend(Backend):
             request.staging_dir, {"backend_extra": request.extra, "inputs": _specs_json(request)},
             request.device, lambda: request.module,
         )
+
+    def _race(self, names, runners, inputs) -> dict[str, list[float]]:
+        """Seconds of every timed run per runner, interleaved. The cores may be shared, so the
+        median decides; when the two fastest medians are closer than race_margin, the race runs
+        as many rounds again (once) before deciding."""
+        import torch
+
+        from ..timing import time_samples
+
+        runs = max(1, self.options["race_runs"])
+        fns = [runners[n] for n in names]
+        with torch.no_grad():
+            # a short pause between calls: runtimes whose threads spin after a call (OpenMP,
+            # TBB) must not slow the next candidate down
+            samples = dict(zip(names, time_samples(fns, inputs, runs, pause=0.05), strict=True))
+            ranked = sorted(statistics.median(samples[n]) for n in names)
+            if len(ranked) > 1 and ranked[1] - ranked[0] < self.options["race_margin"] * ranked[0]:
+                more = time_samples(fns, inputs, runs, pause=0.05, warmup=0)
+                for name, extra in zip(names, more, strict=True):
+                    samples[name] += extra
+        return samples
 
     def _parity(self, runner, request: CompileRequest, settings) -> float:
         import torch
@@ -216,9 +232,8 @@ class AutoBackend(Backend):
 
 def load_candidate(module, name: str, package: str = "fallback", device="cpu"):
     """A losing candidate kept by `keep_candidates=true`, loaded from the artifact of the
-    CompiledModule `module` (a profile's name or "fallback"); the winner is `module.package()`."""
-    if name == _race_info(module.manifest, package)["winner"]:
-        return module.package(package)
+    CompiledModule `module` (a profile's name or "fallback"), or the winner's own package, loaded
+    apart from the module's (which may route a profile to the fallback or eager)."""
     return candidate_runner(module.artifact_dir, module.manifest, name, package, device)
 
 

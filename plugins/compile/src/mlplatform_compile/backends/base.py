@@ -52,13 +52,15 @@ Runner = Callable[..., Sequence[Any]]
 @dataclass
 class RaceSettings:
     """What a backend that races others (backend=auto) needs from the build: inputs at the
-    verification shapes, the tolerance, and how many timed runs."""
+    verification shapes, the tolerance, how many timed runs, and the shape to time them at (the
+    build's benchmark shape, job.benchmark_shape; a profile's own shape for a profile)."""
 
     make_inputs: Callable[..., tuple[Any, ...]]
     shape_sets: list[Any]
     tolerance: float
     runs: int
     output_names: tuple[str, ...]
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
