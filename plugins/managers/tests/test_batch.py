@@ -172,3 +172,23 @@ def test_batch_modes_refuse_bad_input(batch_run, image_list, tmp_path):
     with pytest.raises(ConfigError, match="same name 'img0'"):
         batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(batch_file=str(tmp_path / "dupes.txt")),
                   "tiny_safety_strict")
+
+
+def test_unreadable_images_are_refused_before_any_work(batch_run, image_list, tmp_path):
+    """A missing file and a non-image late in the list stop the batch before item 0 is done, and
+    the error names both (with every process of a launch refusing alike, none waits for others)."""
+    from mlplatform_managers.errors import InputImageError
+    from mlplatform_managers.schemas import SafetyCheckTaskConfig
+    from mlplatform_managers.tasks.safety import SafetyCheckTask
+
+    _batch, paths = image_list
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "late.txt").write_text(
+        "\n".join([*map(str, paths), str(tmp_path / "gone.png"), str(tmp_path / "notes.png")]))
+    seen = set(tmp_path.parent.iterdir())
+    with pytest.raises(InputImageError, match=r"2 of 5 images cannot be read: .*gone\.png \(no "
+                       r"such file\); .*notes\.png \(not an image"):
+        batch_run(SafetyCheckTask(), SafetyCheckTaskConfig(batch_file=str(tmp_path / "late.txt")),
+                  "tiny_safety_strict")
+    made = set(tmp_path.parent.iterdir()) - seen  # the run's output dir, made by batch_run
+    assert all(not list(out.iterdir()) for out in made)

@@ -16,6 +16,8 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json
 
+from .errors import InputImageError
+
 
 def read_batch_file(path: str | Path, allowed: tuple[str, ...], text_key: str = "prompt") -> list[dict[str, Any]]:
     """Items of a batch file: `.jsonl` (one JSON object per line, keys from `allowed`) or any other
@@ -91,9 +93,21 @@ def process_device(device: str) -> str:
 
 
 def read_image_list(path: str | Path) -> list[str]:
-    """The image paths of a batch file (one per line), refusing two with the same file stem:
-    their outputs (named after the stem) would overwrite each other."""
+    """The image paths of a batch file (one per line), refusing two with the same file stem
+    (their outputs, named after the stem, would overwrite each other) and any that is not an
+    image file, before any work starts: a bad item 900 must not cost the work of items 1-899,
+    and every process of a launch refuses the same file, so none is left waiting for the rest."""
     images = [item["input"] for item in read_batch_file(path, ("input",), text_key="input")]
+    unreadable = [f"{image} ({problem})" for image in images
+                  if (problem := _not_an_image(Path(image).expanduser()))]
+    if unreadable:
+        shown = "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more"
+                                             if len(unreadable) > 5 else "")
+        raise InputImageError(
+            f"batch file {path}: {len(unreadable)} of {len(images)} images cannot be read: {shown}",
+            "fix or remove those lines (relative paths are taken from where you run); "
+            "nothing was processed",
+        )
     seen: dict[str, str] = {}
     for image in images:
         stem = Path(image).stem
@@ -105,6 +119,20 @@ def read_image_list(path: str | Path) -> list[str]:
             )
         seen[stem] = image
     return images
+
+
+def _not_an_image(path: Path) -> str | None:
+    """Why `path` cannot be an input image (missing, or a header no image format has), else None.
+    Only the header is read here; a truncated image is still refused when it is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return "no such file"
+    try:
+        with Image.open(path):
+            return None
+    except (UnidentifiedImageError, OSError) as exc:
+        return f"not an image: {type(exc).__name__}"
 
 
 def single_or_batch(task: str, single: Any, batch_file: str | None, extra: tuple[str, ...] = ()) -> None:
