@@ -263,6 +263,13 @@ def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[
     if use == "fallback":
         log.info("%s: the ranged fallback is faster at its shape; routing it there: %s", what, measured)
         return {"use": "fallback", "reason": f"the ranged fallback is faster: {measured}"}
+    if speedup < 1.0:  # the ranged package, kept by job.route_to_eager=profiles
+        log.warning(
+            "%s: %s is slower than eager and kept (job.route_to_eager=%s); "
+            "job.route_to_eager=all runs eager instead, backend=auto races the other backends",
+            what, measured, builder.route_to_eager,
+        )
+        return {"use": "compiled", "reason": f"slower than eager, kept: {measured}"}
     return {"use": "compiled", "reason": measured}
 
 
