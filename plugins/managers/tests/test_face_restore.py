@@ -165,16 +165,20 @@ def test_codeformer_refused_without_licence(tmp_path, face_env):
 
 def test_codeformer_download_alone_is_licence_gated(tmp_path):
     """download() is refused before anything is fetched, as load() is; accepting the licence
-    lets it past that gate (to the next one: the shipped entry has no published sha256)."""
+    lets it past that gate (to the next one here: offline mode, since the shipped entry is
+    hashed and so needs no allow_unhashed)."""
     from mlplatform_managers import LicenceError, ModelManager, UnsafeModelError
+
+    from mlplatform.api import MLPlatformError
 
     models = tmp_path / "models"
     with pytest.raises(LicenceError, match=r"pass manager\.accept_licences=\[CodeFormer\]"):
         ModelManager(models, offline=True).download("CodeFormer")
     assert not models.exists()
     accepted = ModelManager(models, offline=True, accept_licences=["CodeFormer"])
-    with pytest.raises(UnsafeModelError, match=r"manager\.allow_unhashed=\[CodeFormer\]"):
+    with pytest.raises(MLPlatformError, match="offline mode is on") as refused:
         accepted.download("CodeFormer")
+    assert not isinstance(refused.value, (LicenceError, UnsafeModelError))
 
 
 @pytest.mark.skipif(not HAS_EXTRA_ARCHES, reason="spandrel_extra_arches (extra codeformer)")
@@ -204,9 +208,10 @@ def test_face_restore_bad_input_exits_2(tmp_path, face_env, case):
     Image.fromarray(face_like(64)).save(tmp_path / "photo.png")
     (tmp_path / "empty").mkdir()
     args, message = {
-        "unhashed_detector": ([], "manager.allow_unhashed=[facexlib_retinaface_resnet50]"),
-        "detector_missing_offline": (["manager.allow_unhashed=[facexlib_retinaface_resnet50]"],
-                                     "offline mode is on"),
+        # the MobileNet detector's weights have no known sha256; the ResNet-50 one is hashed
+        "unhashed_detector": (["task.detector=facexlib_retinaface_mobilenet"],
+                              "manager.allow_unhashed=[facexlib_retinaface_mobilenet]"),
+        "detector_missing_offline": ([], "offline mode is on"),
         "detector_dir_empty": (["task.detector_dir=empty"],
                                "detection_Resnet50_Final.pth, parsing_parsenet.pth are missing"),
         "fidelity_for_gfpgan": (["task.fidelity=0.5", "task.mode=aligned"],

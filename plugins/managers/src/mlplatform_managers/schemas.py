@@ -167,8 +167,8 @@ class FaceRestoreTaskConfig(ComponentConfig):
     # full: detect faces (facexlib), align each to 512 px, restore, paste back into the image;
     # aligned: the input already is an aligned face crop (resized to 512 px), restored directly
     mode: str = "full"
-    # face_detector catalog entry for mode=full (fetched like any model; unhashed: needs
-    # manager.allow_unhashed=[NAME])
+    # face_detector catalog entry for mode=full (fetched and verified like any model; the
+    # MobileNet one is unhashed and needs manager.allow_unhashed=[facexlib_retinaface_mobilenet])
     detector: str = "facexlib_retinaface_resnet50"
     # a directory already holding facexlib's weight files (facexlib's model_rootpath); replaces
     # the catalog entry's download (nothing is fetched; missing files are an error)
