@@ -43,7 +43,7 @@ def kernels(runner, inputs) -> dict[str, int]:
     return {name: counts[name] for name in PREPACKED + PLAIN if name in counts}
 
 
-def bench(builder_name: str, repeats: int, cache_dir: Path, peak: dict) -> dict:
+def bench(builder_name: str, repeats: int, cache_dir: Path) -> dict:
     from mlplatform_compile import build, builder_class
     from mlplatform_compile.timing import time_samples
 
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for builder_name in args.builders:
-        results.append(bench(builder_name, args.repeats, cache_dir, peak))
+        results.append(bench(builder_name, args.repeats, cache_dir))
         (out / f"{args.stem}.json").write_text(
             json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
         text = markdown(meta, results)

@@ -411,7 +411,7 @@ class Build:
         from mlplatform.api import device_fingerprint
 
         fp = device_fingerprint(self.device)
-        check_benchmark_shape(self.specs(), self.benchmark_shape)  # refused before compiling
+        bench_sizes = self.benchmark_sizes()  # checked here, so refused before compiling
         return {
             "builder": self.name,
             "model_type": self.model_type,
@@ -432,7 +432,7 @@ class Build:
             "route_to_eager": self.route_to_eager,
             **(
                 # backend=auto keeps the backend that wins at this shape
-                {"benchmark_shape": self.benchmark_sizes()} if self.backend.name == "auto" else {}
+                {"benchmark_shape": bench_sizes} if self.backend.name == "auto" else {}
             ),
         }
 
