@@ -82,6 +82,10 @@ def test_route_to_eager_only_where_allowed_and_slower():
 
     assert route("profiles", "b1_r48", slower) == "eager"
     assert route("profiles", "fallback", slower) == "compiled"
+    # ... with its benchmark shape, where it was slower, sent to eager
+    builder = SimpleNamespace(route_to_eager="profiles", backend=SimpleNamespace(name="onnxruntime"))
+    assert decide_route(builder, "fallback", slower)["eager_at"] == [{"batch": 1}]
+    assert "eager_at" not in decide_route(builder, "fallback", faster)
     assert route("all", "fallback", slower) == "eager"
     assert route("never", "b1_r48", slower) == "compiled"
     assert route("profiles", "b1_r48", faster) == "compiled"
@@ -127,3 +131,33 @@ def test_a_profile_routed_to_eager_runs_eager_unless_asked(aot_vae, tmp_path):
     assert ((out - expected).abs().max() / expected.abs().max()).item() < 1e-4
     assert on_fallback.package("b1_r48") is on_fallback.package("fallback")
     assert loaded_packages(on_fallback) == ["fallback"]
+
+
+@pytest.mark.slow
+def test_the_ranged_package_runs_eager_only_at_the_shape_it_lost(aot_vae, tmp_path):
+    """job.route_to_eager=profiles: the shape where the ranged package was timed slower than eager
+    runs eager; every other shape of the range still runs the compiled package."""
+    copy = tmp_path / aot_vae.artifact_dir.name
+    shutil.copytree(aot_vae.artifact_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    lost = {"batch": 2, "height": 20, "width": 20}
+    manifest["fallback_route"] = {"use": "compiled", "eager_at": [lost], "reason": "test"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    routed = load_module(copy)
+    assert "fallback (compiled; eager at batch=2, height=20, width=20)" in repr(routed)
+    inputs = aot_vae.example_inputs(lost, seed=3)
+    expected = aot_vae.eager_module(inputs)["image"]
+    torch.testing.assert_close(routed(inputs)["image"], expected, rtol=0, atol=0)
+    assert (routed.last_profile, routed.last_route) == ("fallback", "eager")
+
+    other = aot_vae.example_inputs({"batch": 2, "height": 20, "width": 22}, seed=3)
+    out = routed(other)["image"]
+    assert (routed.last_profile, routed.last_route) == ("fallback", "compiled")
+    reference = aot_vae.eager_module(other)["image"]
+    assert not torch.equal(out, reference)  # the compiled package ran, not eager
+    assert ((out - reference).abs().max() / reference.abs().max()).item() < 1e-4
+
+    compiled = load_module(copy, routing="compiled")
+    compiled(inputs)
+    assert compiled.last_route == "compiled"

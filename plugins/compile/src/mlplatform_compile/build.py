@@ -431,8 +431,10 @@ class Build:
             "profiles": [p.to_json() for p in self.profiles()],
             "route_to_eager": self.route_to_eager,
             **(
-                # backend=auto keeps the backend that wins at this shape
-                {"benchmark_shape": bench_sizes} if self.backend.name == "auto" else {}
+                # backend=auto keeps the backend that wins at this shape, and routing sends the
+                # ranged package to eager at this shape where it was slower there
+                {"benchmark_shape": bench_sizes}
+                if self.backend.name == "auto" or self.route_to_eager != "never" else {}
             ),
         }
 

@@ -149,8 +149,8 @@ def load_module(
 
     Shape profiles, and the ranged fallback of an artifact that has profiles, load on first use:
     only the packages the inputs need take memory. `routing="compiled"` ignores the build's
-    decision to run a slower profile on the fallback or eager (job.route_to_eager) and loads
-    every compiled package (benchmarks).
+    decisions to run a slower profile on the fallback or eager, or the ranged fallback's lost
+    benchmark shape on eager (job.route_to_eager), and loads every compiled package (benchmarks).
     """
     if routing not in ("manifest", "compiled"):
         raise ConfigError(f"routing is {routing!r}", "pass routing='manifest' or 'compiled'")
@@ -200,7 +200,9 @@ def load_module(
     profiles = {entry["name"]: profile(entry) for entry in manifest.get("profiles") or []}
     if manifest.get("random_weights"):
         log.warning("%s: %s", root.name, manifest.get("warning", "random weights"))
-    return CompiledModule(runner, manifest, device, root, profiles)
+    # shapes where the ranged package was slower than eager run eager (loaded on first use)
+    eager_runner = LazyRunner(rebuild) if routing == "manifest" else None
+    return CompiledModule(runner, manifest, device, root, profiles, eager_runner)
 
 
 class LazyRunner:
@@ -267,20 +269,28 @@ class CompiledModule:
         device,
         artifact_dir: Path | None = None,
         profile_runners: Mapping[str, Any] | None = None,
+        eager_runner: Any = None,
     ):
         import torch
 
         self.runner = runner
+        fallback_route = manifest.get("fallback_route") or {}
+        # the sizes at which the build timed the ranged package slower than eager: they run eager
+        # (job.route_to_eager=profiles); without an eager runner (routing="compiled") they do not
+        self.eager_runner = eager_runner
+        self.eager_at = [dict(s) for s in fallback_route.get("eager_at", [])] if eager_runner else []
         runners = dict(profile_runners or {})
         # (name, dims, runner) in the order the build listed them: the first match wins
         self.profiles = [
             (entry["name"], all_dims(specs_from_json(entry["inputs"])), runners[entry["name"]])
             for entry in manifest.get("profiles") or []
         ]
-        self.routes = {FALLBACK: (manifest.get("fallback_route") or {}).get("use", "compiled")}
+        self.routes = {FALLBACK: fallback_route.get("use", "compiled")}
         self.routes.update({e["name"]: e["route"]["use"] for e in manifest.get("profiles") or []})
-        # which package ran the last call: a profile's name or "fallback"
+        # which package served the last call: a profile's name or "fallback", and what ran it
+        # ("compiled", "fallback" or "eager", as routed)
         self.last_profile: str | None = None
+        self.last_route: str | None = None
         self.manifest = manifest
         self.device = torch.device(device)
         self.artifact_dir = artifact_dir
@@ -294,7 +304,10 @@ class CompiledModule:
         dims = ", ".join(f"{s.name}{self._shape_text(s)}" for s in self.specs)
         tag = " RANDOM WEIGHTS" if self.random_weights else ""
         packages = [f"{name} ({self.routes[name]})" for name, _dims, _runner in self.profiles]
-        packages.append(f"{FALLBACK} ({self.routes[FALLBACK]})")
+        eager_at = "".join(
+            f"; eager at {', '.join(f'{k}={v}' for k, v in sizes.items())}" for sizes in self.eager_at
+        )
+        packages.append(f"{FALLBACK} ({self.routes[FALLBACK]}{eager_at})")
         return (
             f"CompiledModule({self.manifest.get('name')}: {dims} -> {self.output_names}; "
             f"profiles: {', '.join(packages)}{tag})"
@@ -401,7 +414,12 @@ class CompiledModule:
 
         args, sizes = self._checked({**(inputs or {}), **named})
         self.last_profile = self.profile_for(sizes)
-        runner = self.package(self.last_profile)
+        self.last_route = self.routes[self.last_profile]
+        if self.last_profile == FALLBACK and sizes in self.eager_at:
+            self.last_route = "eager"
+            runner = self.eager_runner.get() if isinstance(self.eager_runner, LazyRunner) else self.eager_runner
+        else:
+            runner = self.package(self.last_profile)
         with torch.no_grad():
             outputs = runner(*args)
         from .parity import pair_outputs

@@ -189,7 +189,8 @@ def compile_and_save(builder: Build, artifact_dir: Path, key, eager_module, phas
         module = load_module(artifact_dir, device=builder.device, builder=builder)
     else:
         module = CompiledModule(
-            fallback_runner, read_manifest(artifact_dir), builder.device, artifact_dir, profile_runners
+            fallback_runner, read_manifest(artifact_dir), builder.device, artifact_dir,
+            profile_runners, eager_module,
         )
     return BuildResult(
         artifact_dir.name, artifact_dir, module.manifest, module, builder, cached=False
@@ -232,13 +233,14 @@ def compile_package(builder: Build, eager_module, specs, folder: Path, phases, w
 
 
 def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[str, Any]:
-    """{"use": "compiled" | "fallback" | "eager", "reason": ...}: the fastest runner at the
-    package's benchmark shape. A profile whose own package is slower there than the ranged
-    fallback runs on the fallback (static packages are not always faster: on CPU they were
-    slower than the ranged ones for onnxruntime and aot_inductor, see docs/compile.md), and a
-    package slower than eager is replaced by eager where job.route_to_eager allows it, so that
-    no shape runs slower than eager; `never` keeps every package. The figures stay in the
-    manifest."""
+    """{"use": "compiled" | "fallback" | "eager", "reason": ..., ["eager_at": [sizes]]}: the
+    fastest runner at the package's benchmark shape. A profile whose own package is slower there
+    than the ranged fallback runs on the fallback (static packages are not always faster: on CPU
+    they were slower than the ranged ones for onnxruntime and aot_inductor, see docs/compile.md),
+    and a package slower than eager is replaced by eager, so that no timed shape runs slower than
+    eager: a profile wholly; the ranged fallback at its benchmark shape only (`eager_at`: one
+    timing does not speak for the whole range), or wholly with job.route_to_eager=all; `never`
+    keeps every package. The figures stay in the manifest."""
     speedup = latency.get("speedup") if latency else None
     if builder.backend.name == "eager":
         return {"use": "compiled", "reason": "the eager backend is eager already"}
@@ -250,26 +252,28 @@ def decide_route(builder: Build, what: str, latency: Mapping[str, Any]) -> dict[
     )
     if builder.route_to_eager == "never":
         return {"use": "compiled", "reason": measured}
-    choices = {"compiled": latency["compiled_ms"]}
+    choices = {"compiled": latency["compiled_ms"], "eager": latency["eager_ms"]}
     if what != FALLBACK and latency.get("fallback_ms") is not None:
         choices["fallback"] = latency["fallback_ms"]
         measured += f"; ranged fallback {latency['fallback_ms']} ms"
-    if builder.route_to_eager == "all" or what != FALLBACK:
-        choices["eager"] = latency["eager_ms"]
     use = min(choices, key=choices.get)
+    if use == "eager" and what == FALLBACK and builder.route_to_eager == "profiles":
+        log.warning(
+            "%s: %s is slower than eager; that shape runs eager, the rest of the range stays "
+            "compiled (job.route_to_eager=all routes the whole range to eager, backend=auto "
+            "races the other backends)", what, measured,
+        )
+        return {
+            "use": "compiled",
+            "eager_at": [dict(latency["sizes"])],
+            "reason": f"slower than eager at its benchmark shape, which runs eager: {measured}",
+        }
     if use == "eager":
         log.warning("%s: %s is slower than eager; routing it to eager", what, measured)
         return {"use": "eager", "reason": f"slower than eager: {measured}"}
     if use == "fallback":
         log.info("%s: the ranged fallback is faster at its shape; routing it there: %s", what, measured)
         return {"use": "fallback", "reason": f"the ranged fallback is faster: {measured}"}
-    if speedup < 1.0:  # the ranged package, kept by job.route_to_eager=profiles
-        log.warning(
-            "%s: %s is slower than eager and kept (job.route_to_eager=%s); "
-            "job.route_to_eager=all runs eager instead, backend=auto races the other backends",
-            what, measured, builder.route_to_eager,
-        )
-        return {"use": "compiled", "reason": f"slower than eager, kept: {measured}"}
     return {"use": "compiled", "reason": measured}
 
 

@@ -29,8 +29,9 @@ class BuildJobConfig(JobConfig):
     # timed runs (median) for the eager-vs-compiled latency; 0 skips timing
     benchmark_runs: int = 3
     # which packages may be replaced by a faster runner at their benchmark shape: profiles (a
-    # profile runs on the fastest of its package, the ranged fallback and eager), all (also the
-    # ranged fallback by eager), never
+    # profile runs on the fastest of its package, the ranged fallback and eager; the ranged
+    # fallback runs eager at its benchmark shape if it lost there), all (the whole ranged
+    # fallback by eager), never
     route_to_eager: str = "profiles"
     # the shape latency and backend=auto's race are timed at, {dim: size} in the model's input
     # dims (e.g. {batch: 1, height: 64, width: 64} latents); {}: batch at its minimum, every other
