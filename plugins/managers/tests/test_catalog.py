@@ -32,6 +32,10 @@ def test_packaged_catalog_validates_and_has_real_entries(monkeypatch):
         assert e.licence and e.download
         if e.unhashed_files:
             assert not e.allow_unhashed, f"{e.name} must not ship pre-opted-out"
+    # hub entries are pinned to a commit, so the hub's published hash checks every file
+    hub = [e for e in catalog if e.hf_snapshot]
+    assert len(hub) >= 6 and [e.name for e in hub if not e.hub_pinned] == []
+    assert [e.name for e in catalog if e.unhashed_files] == ["facexlib_retinaface_mobilenet"]
 
 
 def test_every_packaged_entry_has_a_model_option(monkeypatch):

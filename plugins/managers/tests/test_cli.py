@@ -95,7 +95,8 @@ def test_list_shows_local_availability(tmp_path, cli_env):
     rows = {r["name"]: r for r in json.loads((tmp_path / "run" / "catalog.json").read_text())}
     assert rows["tiny_esrgan"]["status"] == "available"
     assert rows["RealESRGAN_x4plus"]["status"] == "missing" and rows["RealESRGAN_x4plus"]["hashed"]
-    assert not rows["clip_vit_large_patch14"]["hashed"]
+    assert rows["clip_vit_large_patch14"]["hashed"]  # pinned to a hub commit
+    assert not rows["facexlib_retinaface_mobilenet"]["hashed"]
     assert "tiny_clip" in result.stdout and "UNHASHED" in result.stdout
     only = cli(tmp_path, cli_env, "task=list", "task.type=esrgan", "task.available_only=true")
     assert "tiny_esrgan" in only.stdout and "RealESRGAN_x4plus " not in only.stdout
@@ -181,6 +182,16 @@ def _tampered(tmp_path, cli_env):
             "MLPLATFORM_CATALOG_PATH": cli_env["MLPLATFORM_CATALOG_PATH"] + ":" + str(tmp_path / "tcat")}
 
 
+def _unhashed(tmp_path, cli_env):
+    """A user's entry whose file has no sha256 and no hub commit to check it against."""
+    write_catalog(tmp_path / "ucat", "esrgan", [{
+        "name": "unhashed", "type": "esrgan", "licence": "x",
+        "files": [{"path": "model.safetensors", "sha256": None}],
+        "download": [{"file_name": "model.safetensors", "url": "https://example.com/w.safetensors"}]}])
+    return {**cli_env,
+            "MLPLATFORM_CATALOG_PATH": cli_env["MLPLATFORM_CATALOG_PATH"] + ":" + str(tmp_path / "ucat")}
+
+
 def _pickled(tmp_path, cli_env):
     import argparse
 
@@ -221,13 +232,14 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, cli_env, image_file, c
         "bad_image": (["model.name=tiny_esrgan", "task=upscale", "task.input=broken.png"],
                       "cannot be decoded"),
         "wrong_type": (["model.name=tiny_clip", *upscale], "is a clip model; task=upscale takes esrgan"),
-        "unhashed": (["model=clip_vit_large_patch14", "task=interrogate", f"task.input={image_file}",
-                      "task.texts=[a]"], "manager.allow_unhashed=[clip_vit_large_patch14]"),
+        "unhashed": (["model.name=unhashed", *upscale], "manager.allow_unhashed=[unhashed]"),
     }[case]
     if case == "wrong_hash":
         env = _tampered(tmp_path, cli_env)
     elif case == "pickle":
         env = _pickled(tmp_path, cli_env)
+    elif case == "unhashed":
+        env = _unhashed(tmp_path, cli_env)
     elif case == "path_escape":
         outside = tmp_path / "outside"
         outside.mkdir()

@@ -128,7 +128,6 @@ def test_offline_never_touches_the_network(http_server, tmp_path, monkeypatch):
 
 def test_hf_entry_offline_is_a_clear_error_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    manager = ModelManager(tmp_path / "models", hf_cache_dir=str(tmp_path / "hf"),
-                           allow_unhashed=["clip_vit_large_patch14"])
+    manager = ModelManager(tmp_path / "models", hf_cache_dir=str(tmp_path / "hf"))
     with pytest.raises(DownloadError, match="not in the Hugging Face cache and offline mode is on"):
         manager.download("clip_vit_large_patch14")

@@ -9,7 +9,7 @@ import weakref
 
 import pytest
 import torch
-from managers_helpers import file_entries, rrdbnet_state_dict, write_catalog
+from managers_helpers import file_entries, make_tiny_blip, rrdbnet_state_dict, write_catalog
 from mlplatform_managers import (
     BudgetError,
     ModelManager,
@@ -193,6 +193,50 @@ def test_pickle_needs_an_opt_in(tmp_path):
     assert "manager.allow_pickle=[p]" in info.value.fix
     model = ModelManager(models, catalog=catalog, allow_pickle=["p"]).load("p", device="cpu")
     assert model.scale == 4
+
+
+def test_transformers_bin_weights_load_tensors_only(tmp_path, tiny_models):
+    """A save_pretrained directory with pytorch_model.bin (as BLIP base ships on the hub) loads
+    with torch.load(weights_only=True), the same weights as the safetensors twin, no opt-in; a
+    .bin that needs more than tensors is refused unless the entry opts in."""
+    from argparse import Namespace
+
+    from safetensors.torch import load_file
+
+    from mlplatform.api import sha256_file
+
+    models = tmp_path / "models"
+    make_tiny_blip(models / "bin_blip")  # the hub's older layout: a torch.save'd state dict
+    safetensors = models / "bin_blip" / "model.safetensors"
+    state = load_file(str(safetensors))
+    safetensors.unlink()
+    torch.save(state, models / "bin_blip" / "pytorch_model.bin")
+    torch.save({**state, "args": Namespace(x=1)}, models / "bin_blip" / "unsafe.bin")
+    (models / "pickled_blip").mkdir()
+    for path in (models / "bin_blip").iterdir():
+        if path.name != "unsafe.bin":
+            (models / "pickled_blip" / path.name).write_bytes(path.read_bytes())
+    (models / "bin_blip" / "unsafe.bin").replace(models / "pickled_blip" / "pytorch_model.bin")
+    entries = [{"name": name, "type": "blip", "licence": "test",
+                "files": [{"path": p.name, "sha256": sha256_file(p)}
+                          for p in sorted((models / name).iterdir())]}
+               for name in ("bin_blip", "pickled_blip")]
+    write_catalog(tmp_path / "cat", "blip", entries)
+    tiny_dir, tiny_catalog = tiny_models
+    catalog = load_catalog([tmp_path / "cat"], packaged=False)
+    from_bin = ModelManager(models, catalog=catalog).load("bin_blip", device="cpu").model
+    from_safetensors = ModelManager(
+        tiny_dir, catalog=load_catalog([tiny_catalog], packaged=False)
+    ).load("tiny_blip", device="cpu").model
+    for (name, a), (_, b) in zip(from_bin.state_dict().items(), from_safetensors.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+    with pytest.raises(UnsafeModelError, match="weights_only=True refused it") as info:
+        ModelManager(models, catalog=catalog).load("pickled_blip", device="cpu")
+    assert "manager.allow_pickle=[pickled_blip]" in info.value.fix
+    opted_in = ModelManager(models, catalog=catalog, allow_pickle=["pickled_blip"])
+    assert opted_in.load("pickled_blip", device="cpu").model is not None
 
 
 def test_tiled_equals_untiled(tiny_models):

@@ -108,21 +108,27 @@ class TypeManager:
 
 def load_pretrained(request: LoadRequest, model_cls: Any, processor_cls: Any, what: str):
     """(model, processor) from the entry's save_pretrained directory, on the request's device and
-    dtype: safetensors weights unless the entry opted into pickles, and a broken directory as an
-    ArtifactError naming the entry instead of a transformers traceback."""
+    dtype, and a broken directory as an ArtifactError naming the entry instead of a transformers
+    traceback. Weights come from the entry's safetensors file, else from its pickled .bin files,
+    read here like .pth weights (torch.load(weights_only=True); a full pickle only where the
+    entry opted in), so the policy does not rest on a transformers default."""
     from mlplatform.api import ArtifactError
 
-    if not any(p.endswith(".safetensors") for p in request.files) and not request.allow_pickle:
-        raise ArtifactError(
-            f"model {request.entry.name!r} has no .safetensors weights",
-            "list model.safetensors in the catalog entry (pickled .bin weights need "
-            f"manager.allow_pickle=[{request.entry.name}])",
-        )
+    source: Any = request.root
+    kwargs: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
+    if not any(p.endswith(".safetensors") for p in request.files):
+        state: dict[str, Any] = {}
+        for path in sorted(p for p in request.files if p.endswith(".bin")):
+            state.update(load_state_dict(request.files[path], model=request.entry.name,
+                                         allow_pickle=request.allow_pickle))
+        source = None  # transformers takes either a directory or a config + state dict
+        kwargs = {"state_dict": {k: v for k, v in state.items() if hasattr(v, "dtype")}}
     try:
-        model = model_cls.from_pretrained(
-            request.root, dtype=request.dtype, local_files_only=True,
-            use_safetensors=not request.allow_pickle or None,
-        )
+        if source is None:
+            kwargs["config"] = model_cls.config_class.from_pretrained(
+                request.root, local_files_only=True
+            )
+        model = model_cls.from_pretrained(source, dtype=request.dtype, **kwargs)
         processor = processor_cls.from_pretrained(request.root, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ArtifactError(
@@ -131,3 +137,4 @@ def load_pretrained(request: LoadRequest, model_cls: Any, processor_cls: Any, wh
         ) from exc
     model.to(request.device).eval()
     return model, processor
+
