@@ -14,20 +14,16 @@ which kernels each inductor build runs (prepacked oneDNN / MKL or plain aten).
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from peers import CASES, count_flops, machine_peak, positional, rel_error  # noqa: E402
+from peers import CASES, count_flops, positional, rel_error, run_each_builder  # noqa: E402
 
 PREPACKED = ("mkldnn::_convolution_pointwise", "mkldnn::_linear_pointwise", "mkl::_mkl_linear")
 PLAIN = ("aten::convolution", "aten::addmm")
@@ -110,37 +106,7 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--builders", type=lambda s: [b for b in s.split(",") if b],
-                        default=["clip_text", "vae_encode", "vae_decode"])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default=str(HERE.parent / "results"))
-    parser.add_argument("--stem", default="compile_cpu_inductor_freezing")
-    args = parser.parse_args(argv)
-
-    import platform
-
-    import torch
-
-    torch.set_grad_enabled(False)
-    peak = machine_peak()
-    meta = {"machine": f"{peak['cores_used']}-vCPU {platform.machine()} ({peak['cpu']}, "
-                       f"{peak['vector_bits']}-bit vectors, {peak['clock_ghz']} GHz nominal)",
-            "torch": torch.__version__, "repeats": args.repeats, "peak": peak,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    cache_dir = Path(tempfile.mkdtemp(prefix="freezing_cache_"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for builder_name in args.builders:
-        results.append(bench(builder_name, args.repeats, cache_dir))
-        (out / f"{args.stem}.json").write_text(
-            json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-        text = markdown(meta, results)
-        (out / f"{args.stem}.md").write_text(text + "\n")
-    print(text)
-    return 0
-
+    return run_each_builder(argv, __doc__, ["clip_text", "vae_encode", "vae_decode"], "compile_cpu_inductor_freezing", bench, markdown)
 
 if __name__ == "__main__":
     raise SystemExit(main())

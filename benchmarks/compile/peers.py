@@ -391,6 +391,42 @@ def write_chart(path: Path, results: list[dict], meta: dict) -> None:
     fig.savefig(path, dpi=110)
 
 
+def run_each_builder(argv, doc: str, builders: list[str], stem: str, bench, markdown) -> int:
+    """main() of a one-process benchmark over peers.CASES models: `bench(builder, repeats,
+    cache_dir)` per builder, the results JSON and `markdown(meta, results)` rewritten after each
+    (a cut-off run keeps what it measured), then printed."""
+    import tempfile
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--builders", type=lambda s: [b for b in s.split(",") if b],
+                        default=builders)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=str(HERE.parent / "results"))
+    parser.add_argument("--stem", default=stem)
+    args = parser.parse_args(argv)
+
+    torch.set_grad_enabled(False)
+    peak = machine_peak()
+    meta = {"machine": f"{peak['cores_used']}-vCPU {platform.machine()} ({peak['cpu']}, "
+                       f"{peak['vector_bits']}-bit vectors, {peak['clock_ghz']} GHz nominal)",
+            "torch": torch.__version__, "repeats": args.repeats, "peak": peak,
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    cache_dir = Path(tempfile.mkdtemp(prefix=f"{stem}_cache_"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, text = [], ""
+    for builder_name in args.builders:
+        results.append(bench(builder_name, args.repeats, cache_dir))
+        (out / f"{args.stem}.json").write_text(
+            json.dumps({"meta": meta, "results": results}, indent=1, default=str) + "\n")
+        text = markdown(meta, results)
+        (out / f"{args.stem}.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--builders", type=lambda s: [b for b in s.split(",") if b],

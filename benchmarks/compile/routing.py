@@ -16,21 +16,16 @@ architectures, RANDOM weights), build range and benchmark shape as in peers.py.
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from peers import CASES, machine_peak, positional, rel_error  # noqa: E402
+from peers import CASES, positional, rel_error, run_each_builder  # noqa: E402
 
 # shapes timed besides the benchmark shape (model dims), inside peers.CASES' build ranges
 OTHER_SHAPES = {
@@ -106,35 +101,7 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--builders", type=lambda s: [b for b in s.split(",") if b],
-                        default=["vae_decode"])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", default=str(HERE.parent / "results"))
-    parser.add_argument("--stem", default="compile_cpu_routing")
-    args = parser.parse_args(argv)
-
-    import torch
-
-    torch.set_grad_enabled(False)
-    peak = machine_peak()
-    meta = {"machine": f"{peak['cores_used']}-vCPU {platform.machine()} ({peak['cpu']}, "
-                       f"{peak['vector_bits']}-bit vectors, {peak['clock_ghz']} GHz nominal)",
-            "torch": torch.__version__, "repeats": args.repeats,
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    cache_dir = Path(tempfile.mkdtemp(prefix="routing_cache_"))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for builder_name in args.builders:
-        results.append(bench(builder_name, args.repeats, cache_dir))
-        (out / f"{args.stem}.json").write_text(
-            json.dumps({"meta": meta, "results": results}, indent=1, default=str) + "\n")
-        text = markdown(meta, results)
-        (out / f"{args.stem}.md").write_text(text + "\n")
-    print(text)
-    return 0
-
+    return run_each_builder(argv, __doc__, ["vae_decode"], "compile_cpu_routing", bench, markdown)
 
 if __name__ == "__main__":
     raise SystemExit(main())
