@@ -1,6 +1,7 @@
 """Batch files read strictly; the work split across processes by accelerate's real PartialState
 (two CPU processes under torchrun, gloo): every item done once, none lost, the per-process records
-merged by process 0; and the batch modes of interrogate, caption and safety_check."""
+merged by process 0, an interrupted run resumed; and the batch modes of interrogate, caption and
+safety_check."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from mlplatform_managers.batch import process_share, read_batch_file
+from mlplatform_managers.batch import BatchRun, process_share, read_batch_file
 from PIL import Image
 
 from mlplatform.api import ConfigError
@@ -19,14 +20,26 @@ from mlplatform.api import ConfigError
 PROBE = """
 import json, os, sys
 from pathlib import Path
-from mlplatform_managers.batch import merge_records, process_share
-share, rank, world = process_share([f"item{i}" for i in range(int(sys.argv[2]))])
-with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
-    json.dump({"share": share, "world": world}, f)
-records = [{"item": index, "done_by": rank} for index, _item in reversed(share)]
-merged = merge_records(Path(sys.argv[1]), "records.json", records, rank, world)
-assert (merged is not None) == (rank == 0)
+from mlplatform_managers.batch import BatchRun
+items = [f"item{i}" for i in range(int(sys.argv[2]))]
+batch = BatchRun(items, Path(sys.argv[1]), "records.json", {"steps": 3})
+with open(os.path.join(sys.argv[1], f"rank{batch.rank}.json"), "w") as f:
+    json.dump({"share": batch.share, "world": batch.world, "resumed": batch.resumed}, f)
+for index, _item in reversed(batch.share):
+    batch.done(index, [{"item": index, "done_by": batch.rank}])
+lines = batch.finish()
+assert (lines is not None) == (batch.rank == 0)
 """
+
+
+def interrupted_run(out, items, done, settings=None):
+    """An earlier single-process run of `items` that finished `done` and was then killed while
+    writing its next progress line."""
+    batch = BatchRun(items, out, "records.json", {"steps": 3} if settings is None else settings)
+    for index, _item in batch.share[:done]:
+        batch.done(index, [{"item": index, "done_by": "earlier"}])
+    with open(out / "records.rank0.progress.jsonl", "a") as handle:
+        handle.write('{"item": 9, "sour')
 
 
 def free_port() -> int:
@@ -36,6 +49,9 @@ def free_port() -> int:
 
 
 def test_two_processes_split_the_items_without_overlap_or_loss(tmp_path):
+    """...resuming a single process's interrupted run: the two processes split only the items it
+    left, and process 0's records file holds both runs' work."""
+    interrupted_run(tmp_path, [f"item{i}" for i in range(7)], done=3)
     (tmp_path / "probe.py").write_text(PROBE)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -44,15 +60,37 @@ def test_two_processes_split_the_items_without_overlap_or_loss(tmp_path):
         capture_output=True, text=True, timeout=240, start_new_session=True)
     assert result.returncode == 0, result.stderr
     shares = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert all(s["world"] == 2 for s in shares)
+    assert all(s["world"] == 2 and s["resumed"] == 3 for s in shares)
     done = [index for s in shares for index, _item in s["share"]]
-    assert sorted(done) == list(range(7)) and all(s["share"] for s in shares)
+    assert sorted(done) == [3, 4, 5, 6] and all(s["share"] for s in shares)
     assert all(item == f"item{index}" for s in shares for index, item in s["share"])
-    # process 0 merged both processes' records into one file, in item order, after both wrote
+    # process 0 wrote every process's records (and the earlier run's) in item order, once both
+    # had finished, and removed the progress files
     merged = json.loads((tmp_path / "records.json").read_text())
     assert [r["item"] for r in merged] == list(range(7))
-    assert {r["done_by"] for r in merged} == {0, 1}
-    assert not list(tmp_path.glob("records.rank*.json"))
+    assert [r["done_by"] for r in merged[:3]] == ["earlier"] * 3
+    assert {r["done_by"] for r in merged[3:]} == {0, 1}
+    assert not list(tmp_path.glob("records.rank*"))
+
+
+def test_a_resumed_batch_must_be_the_same_batch(tmp_path):
+    items = ["a.png", "b.png", "c.png"]
+    interrupted_run(tmp_path, items, done=2)
+    with pytest.raises(ConfigError, match=r"item 1 as 'b.png', but item 1 of this batch is "
+                                          r"'x.png'.*another batch") as info:
+        BatchRun(["a.png", "x.png", "c.png"], tmp_path, "records.json", {"steps": 3})
+    assert "hydra.run.dir" in info.value.fix
+    with pytest.raises(ConfigError, match=r"other settings \(steps: 3 -> 4\)"):
+        BatchRun(items, tmp_path, "records.json", {"steps": 4})
+    # the same batch: the half-written line is ignored, item 2 is done, then all three are merged
+    batch = BatchRun(items, tmp_path, "records.json", {"steps": 3})
+    assert batch.resumed == 2 and batch.share == [(2, "c.png")]
+    batch.done(2, [{"item": 2, "done_by": "now"}])
+    lines = batch.finish()
+    assert [line["item"] for line in lines] == [0, 1, 2]
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert [r["done_by"] for r in records] == ["earlier", "earlier", "now"]
+    assert not list(tmp_path.glob("*.progress.jsonl"))
 
 
 def test_a_single_process_does_everything():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,47 @@ def test_safety_check_end_to_end(tmp_path, cli_env, image_file):
     assert png_parameters(out)["censored"] is True and "FLAGGED" in result.stdout
     with Image.open(out) as image, Image.open(image_file) as source:
         assert image.size == source.size and np.asarray(image).max() == 0
+
+
+def test_an_interrupted_upscale_batch_resumes_where_it_stopped(tmp_path, cli_env):
+    """Item 3 of 5 is a truncated PNG (its header reads, its pixels do not): the run stops there
+    with exit 2 and loses nothing; with the image fixed, the same command into the same run dir
+    does items 3 and 4 only and writes the records of all five."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for index in range(5):
+        paths.append(tmp_path / f"img{index}.png")
+        Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(paths[-1])
+    good = paths[3].read_bytes()
+    paths[3].write_bytes(good[: len(good) // 2])
+    (tmp_path / "images.txt").write_text("\n".join(map(str, paths)) + "\n")
+    args = ("task=upscale", "model.name=tiny_esrgan", "task.batch_file=images.txt")
+    first = cli(tmp_path, cli_env, *args)
+    assert first.returncode == 2, (first.stdout, first.stderr)
+    assert "img3.png" in first.stderr
+    run = tmp_path / "run"
+    progress = [json.loads(line) for line in
+                (run / "upscaled.rank0.progress.jsonl").read_text().splitlines()]
+    assert [line["item"] for line in progress] == [0, 1, 2]
+    written = {i: (run / f"img{i}_x4.png").stat().st_mtime_ns for i in range(3)}
+
+    paths[3].write_bytes(good)
+    second = cli(tmp_path, cli_env, *args)
+    assert second.returncode == 0, second.stderr
+    assert "3 of 5 items were done by an earlier run" in second.stdout + second.stderr
+    records = json.loads((run / "upscaled.json").read_text())
+    assert [r["item"] for r in records] == [0, 1, 2, 3, 4]
+    assert all(Path(r["output"]).is_file() for r in records)
+    assert {i: (run / f"img{i}_x4.png").stat().st_mtime_ns for i in range(3)} == written
+    assert json.loads((run / "infer_result.json").read_text())["result"]["resumed"] == 3
+    assert not list(run.glob("*.progress.jsonl"))
+    # another batch file into that run dir is refused, naming the clash, before any work
+    (tmp_path / "other.txt").write_text(f"{paths[1]}\n")
+    (run / "upscaled.rank0.progress.jsonl").write_text(
+        json.dumps({"item": 0, "source": str(paths[0]), "settings": {}, "records": []}) + "\n")
+    clash = cli(tmp_path, cli_env, "task=upscale", "model.name=tiny_esrgan",
+                "task.batch_file=other.txt")
+    assert clash.returncode == 2 and "progress of another batch" in clash.stderr
 
 
 def test_list_shows_local_availability(tmp_path, cli_env):

@@ -4,19 +4,26 @@ Under `accelerate launch` (or torchrun) every process reads the same file and ta
 contiguous share through accelerate's `split_between_processes` (no padding, so no item is done
 twice and none is lost); a plain run is one process that does them all. Items keep their index in
 the file, so output names and seeds do not depend on how many processes there are.
+
+A batch survives interruption (a killed process, a bad image at item 900): each item's records are
+appended to a progress file in the run dir as soon as the item is done, and running the same batch
+again into the same run dir (`hydra.run.dir=...`) does only the items no progress file holds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlplatform.api import ConfigError, atomic_write_json
+from mlplatform.api import ConfigError, MLPlatformError, atomic_write_json
 
 from .errors import InputImageError
+
+log = logging.getLogger(__name__)
 
 
 def read_batch_file(path: str | Path, allowed: tuple[str, ...], text_key: str = "prompt") -> list[dict[str, Any]]:
@@ -72,7 +79,10 @@ def _state() -> Any:
 
 def process_share(items: list[Any]) -> tuple[list[tuple[int, Any]], int, int]:
     """([(index, item), ...] this process does, process index, number of processes)."""
-    indexed = list(enumerate(items))
+    return _split(list(enumerate(items)))
+
+
+def _split(indexed: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int, int]:
     if not distributed():
         return indexed, 0, 1
     state = _state()
@@ -147,27 +157,141 @@ def single_or_batch(task: str, single: Any, batch_file: str | None, extra: tuple
                           "pass task.input=IMAGE or task.batch_file=FILE (one image path per line)")
 
 
-def merge_records(output_dir: Path, name: str, records: list[dict[str, Any]], rank: int,
-                  world: int, order: Callable[[dict[str, Any]], Any] = lambda r: r["item"],
-                  ) -> Path | None:
-    """Every process's records of a batch in one `name` file (JSON list, in item order).
+class BatchRun:
+    """This process's part of a batch run, kept on disk item by item.
 
-    One process writes it directly. With several, each writes `<stem>.rank<N>.json`, all wait,
-    and process 0 merges the parts (and removes them) once every process has finished; the
-    other processes return None."""
-    target = output_dir / name
-    if world == 1:
-        return atomic_write_json(target, sorted(records, key=order))
-    stem = Path(name).stem
-    atomic_write_json(output_dir / f"{stem}.rank{rank}.json", records)
-    wait_for_everyone()
-    if rank != 0:
-        return None
-    merged = []
-    parts = [output_dir / f"{stem}.rank{other}.json" for other in range(world)]
-    for part in parts:
-        merged += json.loads(part.read_text(encoding="utf-8"))
-    path = atomic_write_json(target, sorted(merged, key=order))
-    for part in parts:  # only once the merged file is safely written
-        os.remove(part)
-    return path
+    Every finished item becomes one line of `<stem>.rank<N>.progress.jsonl` in the run dir (its
+    index, the batch-file item it was, the run's settings, its records; written in one write,
+    flushed and fsynced). A run that finds progress files of the same batch and settings (model,
+    task options) in its run dir skips the items they hold, whatever number of processes wrote
+    them, and splits the rest; `finish` waits for every process, and process 0 writes the one
+    records file (`name`, a JSON list in item order) from every progress file, then removes
+    them. A half-written line (a process killed while writing) is ignored: that item is done
+    again.
+    """
+
+    def __init__(self, items: list[Any], output_dir: Path, name: str,
+                 settings: dict[str, Any] | None = None):
+        self.items, self.output_dir, self.name = items, Path(output_dir), name
+        self.settings = _as_json(settings or {})
+        self.stem = Path(name).stem
+        finished = self._read_progress()
+        wait_for_everyone()  # every process has read the progress before any process adds to it
+        todo = [(i, item) for i, item in enumerate(items) if i not in finished]
+        self.share, self.rank, self.world = _split(todo)
+        self.resumed = len(finished)
+        self.path: Path | None = None  # the records file, once process 0 wrote it
+        self._progress = self.output_dir / f"{self.stem}.rank{self.rank}.progress.jsonl"
+        if finished:
+            log.warning("%s: %d of %d items were done by an earlier run into %s; doing the "
+                        "other %d", name, len(finished), len(items), self.output_dir,
+                        len(items) - len(finished))
+
+    def done(self, index: int, records: list[dict[str, Any]], **extra: Any) -> None:
+        """Item `index` is finished: its records (and `extra`, e.g. an embedding) are on disk."""
+        line = json.dumps({"item": index, "source": self.items[index], "settings": self.settings,
+                           "records": records, **extra}, default=str)
+        with open(self._progress, "a", encoding="utf-8") as handle:
+            if handle.tell() and not _ends_with_newline(self._progress):
+                handle.write("\n")  # close a half-written line left by a killed process
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finish(self, order: Callable[[dict[str, Any]], Any] = lambda r: r["item"],
+               also: Callable[[list[dict[str, Any]]], None] | None = None,
+               ) -> list[dict[str, Any]] | None:
+        """Wait for every process; process 0 writes the records file from every progress line
+        (earlier runs' included), lets `also(lines)` write what else the batch makes from them
+        (lines in item order), then removes the progress files and returns the lines; the other
+        processes return None."""
+        wait_for_everyone()
+        if self.rank != 0:
+            return None
+        lines = [line for _index, line in sorted(self._read_progress().items())]
+        missing = len(self.items) - len(lines)
+        if missing:  # a process stopped without stopping this one: keep the progress
+            raise MLPlatformError(f"{self.name}: {missing} of {len(self.items)} items have no "
+                                  "progress line (a process stopped early)",
+                                  f"run the same batch again into {self.output_dir} to do them")
+        records = sorted((r for line in lines for r in line["records"]), key=order)
+        self.path = atomic_write_json(self.output_dir / self.name, records)
+        if also is not None:
+            also(lines)
+        for part in self._progress_files():  # only once everything is safely written
+            os.remove(part)
+        return lines
+
+    def _progress_files(self) -> list[Path]:
+        return sorted(self.output_dir.glob(f"{self.stem}.rank*.progress.jsonl"))
+
+    def _read_progress(self) -> dict[int, dict[str, Any]]:
+        """{index: progress line} of every progress file; a line of another batch is an error."""
+        finished: dict[int, dict[str, Any]] = {}
+        for path in self._progress_files():
+            text = path.read_text(encoding="utf-8")
+            complete, _, partial = text.rpartition("\n")
+            damaged = int(bool(partial))
+            for raw in filter(None, complete.split("\n")):
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError:
+                    line = None
+                if not isinstance(line, dict):
+                    damaged += 1
+                    continue
+                index = line.get("item")
+                known = isinstance(index, int) and 0 <= index < len(self.items)
+                if not known or line.get("source") != _as_json(self.items[index]):
+                    now = f"is {self.items[index]!r}" if known else "does not exist"
+                    raise ConfigError(
+                        f"{path} records item {index} as {line.get('source')!r}, but item "
+                        f"{index} of this batch {now}: the run dir holds progress of another "
+                        "batch",
+                        "resume with the batch file the interrupted run had, or give this run "
+                        "a run dir of its own (hydra.run.dir=...)",
+                    )
+                if line.get("settings") != self.settings:
+                    raise ConfigError(
+                        f"{path}: the interrupted run had other settings "
+                        f"({_differences(line.get('settings') or {}, self.settings)})",
+                        "resume with the settings the interrupted run had, or give this run a "
+                        "run dir of its own (hydra.run.dir=...)",
+                    )
+                finished.setdefault(index, line)
+            if damaged:
+                log.warning("%s: %d half-written lines ignored; those items are done again",
+                            path, damaged)
+        return finished
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
+
+
+def _differences(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> str:
+    """'model: a -> b, options.steps: 20 -> 25' for the settings that changed."""
+    changed = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            inner = _differences(old, new, f"{prefix}{key}.")
+            changed += [inner] if inner else []
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return ", ".join(changed)
+
+
+def run_settings(ctx: Any, options: Any) -> dict[str, Any]:
+    """What makes a batch's outputs what they are: the model, dtype, seed and task options."""
+    import dataclasses
+
+    fields = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    return {"model": ctx.model, "dtype": str(ctx.dtype), "seed": ctx.seed, "options": fields}
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as it reads back from a progress line."""
+    return json.loads(json.dumps(value, default=str))

@@ -6,7 +6,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json
 
-from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
+from ..batch import BatchRun, process_device, read_image_list, run_settings, single_or_batch
 from ..images import load_image
 from ..schemas import CaptionTaskConfig
 from . import Task, TaskContext
@@ -62,16 +62,17 @@ class CaptionTask(Task):
         """captions.json: [{item, input, caption}] for every image of the batch file, this
         process's share captioned with the model loaded once."""
         items = read_image_list(options.batch_file)
-        share, rank, world = process_share(items)
+        batch = BatchRun(items, ctx.output_dir, "captions.json", run_settings(ctx, options))
         records = []
         with ctx.manager.use(ctx.model, device=process_device(ctx.device), dtype=ctx.dtype) as blip:
-            for index, source in share:
+            for index, source in batch.share:
                 text = caption(blip, load_image(source), prompt=options.prompt,
                                max_new_tokens=options.max_new_tokens, num_beams=options.num_beams)
                 records.append({"item": index, "input": source, "caption": text,
                                 "model": ctx.model, "prompt": options.prompt})
-                print(f"[{rank}/{world}] {source}: {text}")
-        path = merge_records(ctx.output_dir, "captions.json", records, rank, world)
-        if path:
-            print(f"saved {path}")
-        return {"captions": records, "items": len(items), "processes": world, "process": rank}
+                batch.done(index, [records[-1]])
+                print(f"[{batch.rank}/{batch.world}] {source}: {text}")
+        if batch.finish() is not None:
+            print(f"saved {batch.path}")
+        return {"captions": records, "items": len(items), "resumed": batch.resumed,
+                "processes": batch.world, "process": batch.rank}

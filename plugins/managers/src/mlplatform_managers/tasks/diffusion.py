@@ -11,7 +11,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, sha256_file
 
-from ..batch import merge_records, process_device, process_share, read_batch_file
+from ..batch import BatchRun, process_device, read_batch_file, run_settings
 from ..images import load_image, save_png
 from ..schemas import Img2ImgTaskConfig, InpaintTaskConfig, Txt2ImgTaskConfig
 from . import Task, TaskContext
@@ -140,7 +140,8 @@ class DiffusionTask(Task):
             if ctx.manager.entry(str(name)).type != "compiled":
                 raise ConfigError(f"task.compiled names {name!r}, which is not a compiled model",
                                   "name compiled models (job=infer task=list task.type=compiled)")
-        share, rank, world = process_share(items)
+        batch = BatchRun(items, ctx.output_dir, "generations.json", run_settings(ctx, options))
+        rank, world = batch.rank, batch.world
         device = process_device(ctx.device)
         base_seed = ctx.seed if options.seed is None else options.seed
         per = options.images_per_prompt
@@ -155,11 +156,12 @@ class DiffusionTask(Task):
                 from ..types.compiled import swapped
 
                 stack.enter_context(swapped(model, ctx.model, parts))
-            for index, item in share:
+            for index, item in batch.share:
                 first = item["seed"] if item.get("seed") is not None else base_seed + index * per
                 seeds = [first + b for b in range(per)]
                 images, parameters = generate(model, mode, item, options, seeds)
                 flags = [None] * len(images)
+                done = []
                 if options.safety_checker:
                     with ctx.manager.use(options.safety_checker, device=device,
                                          dtype=ctx.dtype) as checker:
@@ -172,17 +174,15 @@ class DiffusionTask(Task):
                             "dtype": str(model.dtype).removeprefix("torch.")}
                     path = save_png(censor(image) if flagged else image,
                                     ctx.output_dir / f"{prefix}{index:05d}_{b}.png", meta)
-                    records.append({**meta, "output": str(path)})
+                    done.append({**meta, "output": str(path)})
                     print(f"[{rank}/{world}] item {index} image {b} seed {seed}"
                           f"{' FLAGGED, replaced by a black image' if flagged else ''} -> {path}")
-        return self._report(ctx, records, rank, world, len(items))
-
-    def _report(self, ctx: TaskContext, records: list[dict], rank: int, world: int,
-                total: int) -> dict[str, Any]:
-        """generations.json: every process's records (merged by process 0 after all finished)."""
-        merge_records(ctx.output_dir, "generations.json", records, rank, world,
-                      order=lambda r: (r["item"], r["image"]))
-        report = {"images": records, "items": total, "processes": world}
+                batch.done(index, done)
+                records += done
+        # generations.json: every process's records, written by process 0 once all finished
+        batch.finish(order=lambda r: (r["item"], r["image"]))
+        report = {"images": records, "items": len(items), "resumed": batch.resumed,
+                  "processes": world}
         return report if world == 1 else {**report, "process": rank}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json
 
-from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
+from ..batch import BatchRun, process_device, read_image_list, run_settings, single_or_batch
 from ..images import load_image
 from ..schemas import InterrogateTaskConfig
 from . import Task, TaskContext
@@ -141,38 +141,49 @@ class InterrogateTask(Task):
         embeddings.safetensors ("images" [N, dim] in item order, "texts" [T, dim]) for every
         image of the batch file; each process does its share with the model loaded once."""
         import torch
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import save_file
 
         items = read_image_list(options.batch_file)
-        share, rank, world = process_share(items)
-        records, vectors = [], []
+        settings = {**run_settings(ctx, options), "texts": texts}
+        batch = BatchRun(items, ctx.output_dir, "interrogations.json", settings)
+        records = []
         with ctx.manager.use(ctx.model, device=process_device(ctx.device), dtype=ctx.dtype) as clip:
             text_vecs = text_embeddings(clip, texts).contiguous()
-            for index, source in share:
+            for index, source in batch.share:
                 image = load_image(source)
                 result = interrogate(clip, image, texts, similarity=options.similarity,
                                      rank=options.rank, top_count=options.top_count)
-                vectors.append(image_embedding(clip, image))
                 records.append({**result, "item": index, "input": source})
+                # the image's embedding travels with its progress line (exact float32 bytes)
+                batch.done(index, [records[-1]],
+                           embedding=_to_text(image_embedding(clip, image)))
                 best = result.get("rank", [{}])[0].get("text", "")
-                print(f"[{rank}/{world}] {source}: {best}")
-        dim = text_vecs.shape[1]
-        part = ctx.output_dir / f"embeddings.rank{rank}.safetensors"
-        save_file({"images": torch.stack(vectors) if vectors else torch.zeros(0, dim),
-                   "items": torch.tensor([r["item"] for r in records], dtype=torch.int64)},
-                  str(part))  # written before merge_records waits for every process
-        path = merge_records(ctx.output_dir, "interrogations.json", records, rank, world)
-        if path is not None:  # process 0, after every process finished: merge the embeddings
-            parts = [ctx.output_dir / f"embeddings.rank{r}.safetensors" for r in range(world)]
-            loaded = [load_file(str(p)) for p in parts]
-            order = torch.cat([p["items"] for p in loaded]).argsort()
-            images = torch.cat([p["images"] for p in loaded])[order].contiguous()
-            emb_path = ctx.output_dir / "embeddings.safetensors"
-            save_file({"images": images, "texts": text_vecs}, str(emb_path),
+                print(f"[{batch.rank}/{batch.world}] {source}: {best}")
+        emb_path = ctx.output_dir / "embeddings.safetensors"
+
+        def save_embeddings(lines: list[dict[str, Any]]) -> None:  # process 0, items in order
+            images = torch.stack([_from_text(line["embedding"]) for line in lines])
+            save_file({"images": images.contiguous(), "texts": text_vecs}, str(emb_path),
                       metadata={"model": ctx.model or "", "texts": "\n".join(texts),
                                 "inputs": "\n".join(items)})
-            for p in parts:
-                p.unlink()
-            print(f"saved {path} and {emb_path}")
-        return {"images": records, "texts": texts, "items": len(items), "processes": world,
-                "process": rank}
+
+        if batch.finish(also=save_embeddings) is not None:
+            print(f"saved {batch.path} and {emb_path}")
+        return {"images": records, "texts": texts, "items": len(items), "resumed": batch.resumed,
+                "processes": batch.world, "process": batch.rank}
+
+
+def _to_text(vector: Any) -> str:
+    """A float32 vector as base64 of its bytes: exact, and a quarter the size of JSON numbers."""
+    import base64
+
+    return base64.b64encode(vector.detach().float().cpu().contiguous().numpy().tobytes()).decode()
+
+
+def _from_text(text: str) -> Any:
+    import base64
+
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.float32).copy())

@@ -8,7 +8,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, atomic_write_json, sha256_file
 
-from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
+from ..batch import BatchRun, process_device, read_image_list, run_settings, single_or_batch
 from ..images import load_image, save_png
 from ..schemas import SafetyCheckTaskConfig
 from . import Task, TaskContext
@@ -57,13 +57,17 @@ class SafetyCheckTask(Task):
         """safety.json: a list of every image's report (item order); outputs
         <stem>_checked.png, this process's share checked with the model loaded once."""
         items = read_image_list(options.batch_file)
-        share, rank, world = process_share(items)
+        batch = BatchRun(items, ctx.output_dir, "safety.json", run_settings(ctx, options))
         device = process_device(ctx.device)
+        records = []
         with ctx.manager.use(ctx.model, device=device, dtype=ctx.dtype) as checker:
-            records = [{**check_one(ctx, checker, source, f"{Path(source).stem}_checked.png"),
-                        "item": index} for index, source in share]
-        merge_records(ctx.output_dir, "safety.json", records, rank, world)
-        return {"images": records, "items": len(items), "processes": world, "process": rank}
+            for index, source in batch.share:
+                records.append({**check_one(ctx, checker, source,
+                                            f"{Path(source).stem}_checked.png"), "item": index})
+                batch.done(index, [records[-1]])
+        batch.finish()
+        return {"images": records, "items": len(items), "resumed": batch.resumed,
+                "processes": batch.world, "process": batch.rank}
 
 
 def check_one(ctx: TaskContext, checker: Any, source: str, name: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from mlplatform.api import ConfigError, sha256_file
 
-from ..batch import merge_records, process_device, process_share, read_image_list, single_or_batch
+from ..batch import BatchRun, process_device, read_image_list, run_settings, single_or_batch
 from ..images import load_array, save_array
 from ..schemas import UpscaleTaskConfig
 from . import Task, TaskContext
@@ -84,13 +84,16 @@ class UpscaleTask(Task):
         if not options.batch_file:
             return self.upscale_one(ctx, options, options.input, options.output)
         items = read_image_list(options.batch_file)
-        share, rank, world = process_share(items)
+        batch = BatchRun(items, ctx.output_dir, "upscaled.json", run_settings(ctx, options))
         ctx = dataclasses.replace(ctx, device=process_device(ctx.device))
-        done = [{**self.upscale_one(ctx, options, source, ""), "item": index}
-                for index, source in share]
-        # upscaled.json: every process's records, merged by process 0 once all have finished
-        merge_records(ctx.output_dir, "upscaled.json", done, rank, world)
-        return {"images": done, "items": len(items), "processes": world, "process": rank}
+        done = []
+        for index, source in batch.share:
+            done.append({**self.upscale_one(ctx, options, source, ""), "item": index})
+            batch.done(index, [done[-1]])
+        # upscaled.json: every process's records, written by process 0 once all have finished
+        batch.finish()
+        return {"images": done, "items": len(items), "resumed": batch.resumed,
+                "processes": batch.world, "process": batch.rank}
 
     def upscale_one(self, ctx: TaskContext, options: UpscaleTaskConfig, source: str,
                     output: str) -> dict[str, Any]:
