@@ -181,6 +181,31 @@ def test_codeformer_download_alone_is_licence_gated(tmp_path):
     assert not isinstance(refused.value, (LicenceError, UnsafeModelError))
 
 
+@pytest.mark.skipif(not HAS_FACEXLIB, reason="facexlib (extra faces)")
+def test_full_mode_batch(tmp_path, face_env):
+    """A file of photos: each restored with the model and facexlib's helper loaded once, named
+    after its input, and restored.json listing them in file order."""
+    make_face_detector_weights(tmp_path / "detector", find_faces=True)
+    rng = np.random.default_rng(5)
+    paths = []
+    for index, size in enumerate([(96, 128), (80, 80)]):
+        paths.append(tmp_path / f"photo{index}.png")
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(paths[-1])
+    (tmp_path / "photos.txt").write_text("\n".join(map(str, paths)) + "\n")
+    result = cli(tmp_path, face_env, "model.name=tiny_gfpgan", "task.batch_file=photos.txt",
+                 "task.detector_dir=detector", "task.only_center_face=true")
+    assert result.returncode == 0, result.stderr
+    records = json.loads((tmp_path / "run" / "restored.json").read_text())
+    assert [(r["item"], r["input"], r["faces"]) for r in records] == [
+        (0, str(paths[0]), 1), (1, str(paths[1]), 1)]
+    for record, path in zip(records, paths, strict=True):
+        assert record["output"] == str(tmp_path / "run" / f"{path.stem}_restored.png")
+        with Image.open(record["output"]) as out, Image.open(path) as source:
+            assert out.size == source.size
+        assert png_parameters(record["output"])["input"] == str(path)
+    assert not list((tmp_path / "run").glob("*.progress.jsonl"))
+
+
 @pytest.mark.skipif(not HAS_EXTRA_ARCHES, reason="spandrel_extra_arches (extra codeformer)")
 def test_codeformer_aligned_with_licence_accepted(tmp_path, face_env):
     """Aligned mode through the CLI (GFPGAN goes through the CLI in full mode above)."""

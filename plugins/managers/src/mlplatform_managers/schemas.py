@@ -162,8 +162,9 @@ class InpaintTaskConfig(Img2ImgTaskConfig):
 
 @dataclass
 class FaceRestoreTaskConfig(ComponentConfig):
-    # the image (PNG, JPEG, WebP; alpha is dropped, output is 8-bit RGB)
-    input: str = "???"
+    # the image (PNG, JPEG, WebP; alpha is dropped, output is 8-bit RGB); required unless
+    # batch_file is given
+    input: str | None = None
     # full: detect faces (facexlib), align each to 512 px, restore, paste back into the image;
     # aligned: the input already is an aligned face crop (resized to 512 px), restored directly
     mode: str = "full"
@@ -181,3 +182,7 @@ class FaceRestoreTaskConfig(ComponentConfig):
     fidelity: float | None = None
     # output file name in the run dir; empty: <input stem>_restored.png
     output: str = ""
+    # a UTF-8 file with one image path per line (instead of input): every image restored with the
+    # model loaded once (outputs <stem>_restored.png, records restored.json), resumable, split
+    # across processes under `accelerate launch` / torchrun
+    batch_file: str | None = None
