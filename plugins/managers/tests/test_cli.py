@@ -122,6 +122,17 @@ def test_an_interrupted_upscale_batch_resumes_where_it_stopped(tmp_path, cli_env
     assert {i: (run / f"img{i}_x4.png").stat().st_mtime_ns for i in range(3)} == written
     assert json.loads((run / "infer_result.json").read_text())["result"]["resumed"] == 3
     assert not list(run.glob("*.progress.jsonl"))
+    # the same as an uninterrupted run: records (but the run dir) and every output pixel
+    whole = run_cli("job=infer", *args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path,
+                    env=cli_env, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    again = json.loads((tmp_path / "whole" / "upscaled.json").read_text())
+    assert [{**r, "output": Path(r["output"]).name} for r in again] == [
+        {**r, "output": Path(r["output"]).name} for r in records]
+    for record in records:
+        with Image.open(record["output"]) as a, \
+                Image.open(tmp_path / "whole" / Path(record["output"]).name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
     # another batch file into that run dir is refused, naming the clash, before any work
     (tmp_path / "other.txt").write_text(f"{paths[1]}\n")
     (run / "upscaled.rank0.progress.jsonl").write_text(
