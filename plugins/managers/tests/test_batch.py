@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from mlplatform_managers.batch import BatchRun, process_share, read_batch_file
+from mlplatform_managers.batch import BatchRun, read_batch_file
 from PIL import Image
 
 from mlplatform.api import ConfigError
@@ -93,8 +93,9 @@ def test_a_resumed_batch_must_be_the_same_batch(tmp_path):
     assert not list(tmp_path.glob("*.progress.jsonl"))
 
 
-def test_a_single_process_does_everything():
-    assert process_share(["a", "b"]) == ([(0, "a"), (1, "b")], 0, 1)
+def test_a_single_process_does_everything(tmp_path):
+    batch = BatchRun(["a", "b"], tmp_path, "records.json")
+    assert (batch.share, batch.rank, batch.world, batch.resumed) == ([(0, "a"), (1, "b")], 0, 1, 0)
 
 
 def test_batch_files_are_read_strictly(tmp_path):

@@ -77,12 +77,8 @@ def _state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def process_share(items: list[Any]) -> tuple[list[tuple[int, Any]], int, int]:
-    """([(index, item), ...] this process does, process index, number of processes)."""
-    return _split(list(enumerate(items)))
-
-
 def _split(indexed: list[tuple[int, Any]]) -> tuple[list[tuple[int, Any]], int, int]:
+    """(this process's contiguous share of [(index, item), ...], process index, processes)."""
     if not distributed():
         return indexed, 0, 1
     state = _state()
