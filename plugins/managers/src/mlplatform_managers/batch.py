@@ -204,7 +204,7 @@ class BatchRun:
         wait_for_everyone()
         if self.rank != 0:
             return None
-        lines = [line for _index, line in sorted(self._read_progress().items())]
+        lines = [line for _index, line in sorted(self._read_progress(warn=False).items())]
         missing = len(self.items) - len(lines)
         if missing:  # a process stopped without stopping this one: keep the progress
             raise MLPlatformError(f"{self.name}: {missing} of {len(self.items)} items have no "
@@ -221,8 +221,9 @@ class BatchRun:
     def _progress_files(self) -> list[Path]:
         return sorted(self.output_dir.glob(f"{self.stem}.rank*.progress.jsonl"))
 
-    def _read_progress(self) -> dict[int, dict[str, Any]]:
-        """{index: progress line} of every progress file; a line of another batch is an error."""
+    def _read_progress(self, warn: bool = True) -> dict[int, dict[str, Any]]:
+        """{index: progress line} of every progress file; a line of another batch is an error.
+        Half-written lines are reported when the run starts (`warn`), not again at its end."""
         finished: dict[int, dict[str, Any]] = {}
         for path in self._progress_files():
             text = path.read_text(encoding="utf-8")
@@ -255,7 +256,7 @@ class BatchRun:
                         "run dir of its own (hydra.run.dir=...)",
                     )
                 finished.setdefault(index, line)
-            if damaged:
+            if damaged and warn:
                 log.warning("%s: %d half-written lines ignored; those items are done again",
                             path, damaged)
         return finished
