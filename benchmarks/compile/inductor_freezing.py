@@ -106,7 +106,9 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    return run_each_builder(argv, __doc__, ["clip_text", "vae_encode", "vae_decode"], "compile_cpu_inductor_freezing", bench, markdown)
+    return run_each_builder(argv, __doc__, ["clip_text", "vae_encode", "vae_decode"],
+                            "compile_cpu_inductor_freezing", bench, markdown)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -101,7 +101,9 @@ def markdown(meta: dict, results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    return run_each_builder(argv, __doc__, ["vae_decode"], "compile_cpu_routing", bench, markdown)
+    return run_each_builder(argv, __doc__, ["vae_decode"],
+                            "compile_cpu_routing", bench, markdown)
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -114,21 +114,15 @@ def load_pretrained(request: LoadRequest, model_cls: Any, processor_cls: Any, wh
     entry opted in), so the policy does not rest on a transformers default."""
     from mlplatform.api import ArtifactError
 
-    source: Any = request.root
-    kwargs: dict[str, Any] = {"use_safetensors": True, "local_files_only": True}
-    if not any(p.endswith(".safetensors") for p in request.files):
-        state: dict[str, Any] = {}
-        for path in sorted(p for p in request.files if p.endswith(".bin")):
-            state.update(load_state_dict(request.files[path], model=request.entry.name,
-                                         allow_pickle=request.allow_pickle))
-        source = None  # transformers takes either a directory or a config + state dict
-        kwargs = {"state_dict": {k: v for k, v in state.items() if hasattr(v, "dtype")}}
+    state = None if any(p.endswith(".safetensors") for p in request.files) else _bin_weights(request)
     try:
-        if source is None:
-            kwargs["config"] = model_cls.config_class.from_pretrained(
-                request.root, local_files_only=True
-            )
-        model = model_cls.from_pretrained(source, dtype=request.dtype, **kwargs)
+        if state is None:
+            model = model_cls.from_pretrained(request.root, dtype=request.dtype,
+                                              use_safetensors=True, local_files_only=True)
+        else:  # transformers takes either a directory or a config + state dict
+            config = model_cls.config_class.from_pretrained(request.root, local_files_only=True)
+            model = model_cls.from_pretrained(None, config=config, state_dict=state,
+                                              dtype=request.dtype)
         processor = processor_cls.from_pretrained(request.root, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ArtifactError(
@@ -138,3 +132,11 @@ def load_pretrained(request: LoadRequest, model_cls: Any, processor_cls: Any, wh
     model.to(request.device).eval()
     return model, processor
 
+
+def _bin_weights(request: LoadRequest) -> dict[str, Any]:
+    """The tensors of the entry's .bin files, read by our own safe loader."""
+    state: dict[str, Any] = {}
+    for path in sorted(p for p in request.files if p.endswith(".bin")):
+        state.update(load_state_dict(request.files[path], model=request.entry.name,
+                                     allow_pickle=request.allow_pickle))
+    return {k: v for k, v in state.items() if hasattr(v, "dtype")}

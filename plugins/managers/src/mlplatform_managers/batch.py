@@ -178,6 +178,7 @@ class BatchRun:
         self.resumed = len(finished)
         self.path: Path | None = None  # the records file, once process 0 wrote it
         self._progress = self.output_dir / f"{self.stem}.rank{self.rank}.progress.jsonl"
+        self._tail_checked = False  # whether this run looked for a half-written last line yet
         if finished:
             log.warning("%s: %d of %d items were done by an earlier run into %s; doing the "
                         "other %d", name, len(finished), len(items), self.output_dir,
@@ -188,8 +189,10 @@ class BatchRun:
         line = json.dumps({"item": index, "source": self.items[index], "settings": self.settings,
                            "records": records, **extra}, default=str)
         with open(self._progress, "a", encoding="utf-8") as handle:
-            if handle.tell() and not _ends_with_newline(self._progress):
-                handle.write("\n")  # close a half-written line left by a killed process
+            if not self._tail_checked:  # only an earlier, killed run can have left one
+                if handle.tell() and not _ends_with_newline(self._progress):
+                    handle.write("\n")  # close the half-written line
+                self._tail_checked = True
             handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())

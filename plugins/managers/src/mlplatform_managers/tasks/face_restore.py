@@ -57,19 +57,20 @@ class FaceRestoreTask(Task):
             if Path(name).name != name:
                 raise ConfigError(f"task.output {name!r} must be a file name, not a path",
                                   "the output goes to the run dir; pass task.output=NAME.png")
-            load_image(options.input)  # an unreadable input fails before any model loads
+            image = _rgb(options.input)  # an unreadable input fails before any model loads
         detector = None
         if options.mode == "full":  # the detector first: a missing one fails before the model loads
             detector = self.detector(ctx, options)
         if not options.batch_file:
             with self.restorer(ctx, options, entry.type, detector) as restore:
-                return restore(options.input, name)
+                return restore(image, options.input, name)
         batch = BatchRun(items, ctx.output_dir, "restored.json", run_settings(ctx, options))
         records = []
         with self.restorer(dataclasses.replace(ctx, device=process_device(ctx.device)), options,
                            entry.type, detector) as restore:
             for index, source in batch.share:
-                records.append({**restore(source, f"{Path(source).stem}_restored.png"),
+                records.append({**restore(_rgb(source), source,
+                                          f"{Path(source).stem}_restored.png"),
                                 "item": index, "input": source})
                 batch.done(index, [records[-1]])
         batch.finish()
@@ -78,9 +79,9 @@ class FaceRestoreTask(Task):
 
     @contextlib.contextmanager
     def restorer(self, ctx: TaskContext, options: FaceRestoreTaskConfig, model_type: str,
-                 detector: tuple[Path, str] | None) -> Iterator[Callable[[str, str], dict]]:
-        """restore(source, output name) -> report, with the model (and, in full mode, facexlib's
-        helper) loaded once for every image."""
+                 detector: tuple[Path, str] | None) -> Iterator[Callable[..., dict]]:
+        """restore(RGB array, source path, output name) -> report, with the model (and, in full
+        mode, facexlib's helper) loaded once for every image."""
         import numpy as np
 
         with ctx.manager.use(ctx.model, device=ctx.device, dtype=ctx.dtype) as model:
@@ -88,9 +89,7 @@ class FaceRestoreTask(Task):
             if detector is not None:
                 helper = face_helper(detector[0], detector[1], options.upscale, model.device)
 
-            def restore(source: str, name: str) -> dict[str, Any]:
-                image = np.asarray(load_image(source).convert("RGB"))
-
+            def restore(image: Any, source: str, name: str) -> dict[str, Any]:
                 def one_face(face):
                     return restore_aligned(model, face, options.fidelity)
 
@@ -141,3 +140,10 @@ class FaceRestoreTask(Task):
             raise ConfigError(f"face detector {options.detector!r}: its files must share one "
                               "directory", "list them without sub-directories in the entry")
         return detector_weights_dir(DETECTOR_FILES[det_model], directories.pop(), det_model), det_model
+
+
+def _rgb(path: str) -> Any:
+    """The image at `path` as an H x W x 3 uint8 RGB array (alpha dropped)."""
+    import numpy as np
+
+    return np.asarray(load_image(path).convert("RGB"))
